@@ -1,0 +1,39 @@
+"""site.yml on two lab nodes: every stage that exists converges, bad input stops everything first."""
+
+import json
+
+
+def test_every_node_runs_docker_with_live_restore(host):
+    assert host.service("docker").is_running
+    assert host.service("docker").is_enabled
+    info = json.loads(host.check_output("docker info --format '{{json .}}'"))
+    assert info["LiveRestoreEnabled"] is True
+
+
+def test_nodes_pull_from_the_lab_registry(host, busybox_image):
+    assert host.check_output(f"docker run --rm {busybox_image} hostname -s") != ""
+
+
+def test_bad_inventory_value_stops_the_run_before_any_host_changes(host, playbook):
+    before = host.file("/etc/docker/daemon.json").sha256sum
+    run = playbook("converge.yml", "-e", '{"docker_live_restore": "sometimes"}')
+    assert run.returncode != 0
+    assert "docker_live_restore" in run.stdout, run
+    assert "PLAY [Docker Engine]" not in run.stdout, run
+    assert set(run.changed().values()) == {0}, run
+    assert len(run.recap) == 2, run
+    assert host.file("/etc/docker/daemon.json").sha256sum == before
+
+
+def test_missing_node_group_is_named(playbook, tmp_path):
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text("all:\n  hosts:\n    somewhere:\n      ansible_connection: local\n")
+    run = playbook("converge.yml", inventory=str(inventory))
+    assert run.returncode != 0
+    assert "gpu_nodes" in run.stdout, run
+
+
+def test_site_check_mode_on_converged_nodes_reports_no_change(playbook):
+    run = playbook("converge.yml", "--check", "--diff")
+    assert run.returncode == 0, run
+    assert len(run.recap) == 2 and set(run.changed().values()) == {0}, run

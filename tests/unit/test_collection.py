@@ -1,0 +1,60 @@
+"""Checks of the collection as a whole: metadata, role APIs, the release tarball."""
+
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+ROLES = sorted(p.name for p in (ROOT / "roles").iterdir() if (p / "tasks").is_dir())
+
+
+def load(path):
+    return yaml.safe_load(path.read_text()) or {}
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_defaults_and_argument_specs_name_the_same_variables(role):
+    defaults = load(ROOT / "roles" / role / "defaults" / "main.yml")
+    spec = load(ROOT / "roles" / role / "meta" / "argument_specs.yml")["argument_specs"]["main"]["options"]
+    assert sorted(defaults) == sorted(spec)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_public_variables_carry_the_role_name(role):
+    defaults = load(ROOT / "roles" / role / "defaults" / "main.yml")
+    assert [name for name in defaults if not name.startswith(f"{role}_")] == []
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_every_role_documents_every_variable(role):
+    readme = (ROOT / "roles" / role / "README.md").read_text()
+    defaults = load(ROOT / "roles" / role / "defaults" / "main.yml")
+    assert [name for name in defaults if f"`{name}`" not in readme] == []
+
+
+def test_galaxy_metadata():
+    galaxy = load(ROOT / "galaxy.yml")
+    assert (galaxy["namespace"], galaxy["name"]) == ("gpufleet", "node")
+    assert load(ROOT / "meta" / "runtime.yml")["requires_ansible"] == ">=2.17.0"
+
+
+def test_release_tarball_installs_without_lab_artifacts(tmp_path):
+    galaxy = Path(sys.executable).parent / "ansible-galaxy"
+    subprocess.run([galaxy, "collection", "build", str(ROOT), "--output-path", str(tmp_path)],
+                   check=True, capture_output=True)
+    tarball = next(tmp_path.glob("gpufleet-node-*.tar.gz"))
+    with tarfile.open(tarball) as tar:
+        names = tar.getnames()
+    assert "roles/docker/tasks/main.yml" in names
+    assert "plugins/module_utils/_daemon_json.py" in names
+    leaked = [n for n in names if n.split("/")[0] in {"lab", "molecule", "tests", ".venv", ".ci", "collections"}
+              or n.startswith("inventories/lab")]
+    assert leaked == []
+    install_dir = tmp_path / "installed"
+    subprocess.run([galaxy, "collection", "install", "--offline", "--no-deps", "--force", "-p", str(install_dir), str(tarball)],
+                   check=True, capture_output=True)
+    assert (install_dir / "ansible_collections/gpufleet/node/roles/docker/meta/argument_specs.yml").is_file()
