@@ -33,6 +33,13 @@ class PlaybookRun:
     def changed(self) -> dict[str, int]:
         return {host: counts["changed"] for host, counts in self.recap.items()}
 
+    def task(self, name: str) -> str:
+        """The output lines of the first task whose header contains ``name`` ("" when it never ran)."""
+        marker = f"TASK [{name}]"
+        if marker not in self.stdout:
+            return ""
+        return self.stdout.split(marker, 1)[1].split("\nTASK [", 1)[0].split("\nRUNNING HANDLER [", 1)[0]
+
     def __repr__(self) -> str:  # shown by pytest when an assertion fails
         return f"PlaybookRun(rc={self.returncode}, recap={self.recap})\n{self.stdout[-6000:]}"
 

@@ -55,6 +55,7 @@ def test_release_tarball_installs_without_lab_artifacts(tmp_path):
               or n.startswith("inventories/lab")]
     assert leaked == []
     install_dir = tmp_path / "installed"
-    subprocess.run([galaxy, "collection", "install", "--offline", "--no-deps", "--force", "-p", str(install_dir), str(tarball)],
-                   check=True, capture_output=True)
+    # --force: this checkout is itself on ansible.cfg's collections_path
+    install = ["collection", "install", "--offline", "--no-deps", "--force", "-p", str(install_dir), str(tarball)]
+    subprocess.run([galaxy, *install], check=True, capture_output=True)
     assert (install_dir / "ansible_collections/gpufleet/node/roles/docker/meta/argument_specs.yml").is_file()

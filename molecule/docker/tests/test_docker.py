@@ -141,7 +141,7 @@ def test_docker_repo_path_in_check_mode(host, playbook, lab_www):
     }
     run = playbook("converge.yml", "--check", "--diff", "-e", json.dumps(extra))
     assert run.returncode == 0, run
-    assert "changed: [" in run.stdout.split("TASK [gpufleet.node.docker : Add Docker's repository]")[1].split("TASK [")[0], run
+    assert "changed: [" in run.task("gpufleet.node.docker : Add Docker's repository"), run
     assert "docker-ce-standin/debian" in run.stdout, run
     assert not host.file("/etc/apt/sources.list.d/docker.sources").exists
     assert not host.file("/etc/apt/keyrings/docker.asc").exists
