@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The project's test command (`make test`, called by .ci/run). On a fresh Debian 12
+# machine as root it installs what it needs, then runs, in order: yamllint,
+# ansible-lint (production profile), ruff, unit tests, and every Molecule scenario.
+# Each stage's wall time is printed, and a summary at the end.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+STAGES=${TEST_STAGES:-"setup lint unit molecule"}
+SCENARIOS=${MOLECULE_SCENARIOS:-$(for f in molecule/*/molecule.yml; do basename "$(dirname "$f")"; done)}
+declare -a REPORT=()
+PASSED=0
+FAILED=0
+
+summary() {
+  echo "=== stage times"
+  for line in "${REPORT[@]}"; do echo "  $line"; done
+  echo "stages: $PASSED passed, $FAILED failed"
+}
+trap summary EXIT
+
+stage() {
+  local name=$1 start=$SECONDS rc=0
+  shift
+  echo "=== stage: $name"
+  "$@" || rc=$?
+  local took=$((SECONDS - start))
+  if ((rc == 0)); then
+    PASSED=$((PASSED + 1)); REPORT+=("$(printf '%-28s %5ss  ok' "$name" "$took")")
+  else
+    FAILED=$((FAILED + 1)); REPORT+=("$(printf '%-28s %5ss  FAILED (rc=%s)' "$name" "$took" "$rc")")
+    exit "$rc"
+  fi
+}
+
+wants() { [[ " $STAGES " == *" $1 "* ]]; }
+
+# Lint and unit stages need only the virtualenv; Molecule needs dockerd, the node image and the registry.
+if wants setup || wants molecule; then
+  stage "setup: lab prerequisites" bash lab/lab.sh prereqs
+  stage "setup: lab images" bash lab/lab.sh image
+  stage "setup: lab registry" bash lab/lab.sh registry
+elif [[ ! -x .venv/bin/ansible-lint ]]; then
+  stage "setup: virtualenv" bash lab/lab.sh prereqs
+fi
+
+export PATH="$PWD/.venv/bin:$PATH"
+if wants molecule; then
+  eval "$(bash lab/lab.sh env)"
+  export GPUFLEET_LAB_REGISTRY GPUFLEET_LAB_WWW
+fi
+
+if wants lint; then
+  stage "yamllint" yamllint --strict .
+  stage "ansible-lint (production)" ansible-lint
+  stage "ruff" ruff check .
+fi
+if wants unit; then
+  stage "unit tests (pytest)" pytest tests/unit
+fi
+if wants molecule; then
+  for scenario in $SCENARIOS; do
+    stage "molecule: $scenario" molecule test -s "$scenario"
+  done
+fi
