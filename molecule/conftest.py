@@ -71,7 +71,9 @@ def playbook():
         proc = subprocess.run(
             [str(Path(sys.executable).parent / "ansible-playbook"), "-i", inventory, str(path), *args],
             capture_output=True, text=True, timeout=timeout, check=False,
-            env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"},
+            # one result per line (json), so messages can be matched whole
+            env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
+                 "ANSIBLE_CALLBACK_RESULT_FORMAT": "json", "COLUMNS": "200"},
         )
         proc.stdout += proc.stderr
         return PlaybookRun(proc)

@@ -124,7 +124,7 @@ def test_broken_daemon_json_is_refused_not_overwritten(host, playbook):
 def test_switching_install_method_is_refused_unless_allowed(host, playbook):
     run = playbook("converge.yml", "-e", "docker_install_method=docker_repo")
     assert run.returncode != 0
-    assert "would remove docker.io" in run.stdout, run
+    assert "docker_install_method=docker_repo would remove containerd, docker.io, runc" in run.stdout, run
     assert "docker_allow_method_switch" in run.stdout, run
     assert host.package("docker.io").is_installed
 
