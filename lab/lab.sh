@@ -266,26 +266,34 @@ wait_http() {
   return 1
 }
 
+# ensure_http_daemon NAME URL PROCESS-NAME COMMAND...: start COMMAND in the background
+# (pidfile NAME.pid, log NAME.log) unless URL already answers, and wait until it does.
+ensure_http_daemon() {
+  local name=$1 url=$2 process=$3 pid
+  shift 3
+  if http_ok "$url"; then
+    log "$name: answering at $url"
+    return
+  fi
+  pid=$(pid_of "$RUN_DIR/$name.pid" "$process") || {
+    start_daemon "$name" "$@"
+    pid=$(<"$RUN_DIR/$name.pid")
+  }
+  wait_http "$url" "$pid" || {
+    tail -n 20 "$LOG_DIR/$name.log" >&2 || true
+    die "$name did not answer at $url"
+  }
+  log "$name: started at $url (pid $pid)"
+}
+
 ensure_registry() {
-  local ip=$1 url pid
+  local ip=$1 url
   url=http://$ip:$REGISTRY_PORT/v2/
   mkdir -p "$STATE_DIR/registry"
   if write_if_changed "$STATE_DIR/registry.yml" < <(registry_config "$ip"); then
     stop_daemon registry docker-registry # address changed: restart on the new config
   fi
-  if http_ok "$url"; then
-    log "registry: answering at $ip:$REGISTRY_PORT"
-    return
-  fi
-  pid=$(pid_of "$RUN_DIR/registry.pid" docker-registry) || {
-    start_daemon registry /usr/bin/docker-registry serve "$STATE_DIR/registry.yml"
-    pid=$(<"$RUN_DIR/registry.pid")
-  }
-  wait_http "$url" "$pid" || {
-    tail -n 20 "$LOG_DIR/registry.log" >&2 || true
-    die "registry did not answer at $url"
-  }
-  log "registry: started at $ip:$REGISTRY_PORT (pid $pid)"
+  ensure_http_daemon registry "$url" docker-registry /usr/bin/docker-registry serve "$STATE_DIR/registry.yml"
 }
 
 ensure_signing_key() {
@@ -307,22 +315,10 @@ ensure_signing_key() {
 }
 
 ensure_www() {
-  local ip=$1 url pid
+  local ip=$1 url
   url=http://$ip:$WWW_PORT/
   ensure_signing_key
-  if http_ok "$url"; then
-    log "www: answering at $url"
-    return
-  fi
-  pid=$(pid_of "$RUN_DIR/www.pid" http.server) || {
-    start_daemon www "$(python_bin)" -m http.server --bind "$ip" "$WWW_PORT" --directory "$WWW_DIR"
-    pid=$(<"$RUN_DIR/www.pid")
-  }
-  wait_http "$url" "$pid" || {
-    tail -n 20 "$LOG_DIR/www.log" >&2 || true
-    die "web server did not answer at $url"
-  }
-  log "www: started at $url (pid $pid)"
+  ensure_http_daemon www "$url" http.server "$(python_bin)" -m http.server --bind "$ip" "$WWW_PORT" --directory "$WWW_DIR"
 }
 
 cmd_registry() {
