@@ -72,7 +72,8 @@ usage() {
 usage: lab/lab.sh SUBCOMMAND
   prereqs     install host packages, the controller venv (.venv), start dockerd
   image       build $NODE_IMAGE and $BUSYBOX_IMAGE, push the latter to the lab registry
-  registry    start the registry (:$REGISTRY_PORT) and web server (:$WWW_PORT) on docker0
+  registry    start the registry (:$REGISTRY_PORT) and web server (:$WWW_PORT) on docker0, build standin-repos
+  standin-repos  build the signed STAND-IN for NVIDIA's container-toolkit apt repo under www/
   up          prereqs + image + registry + LAB_NODES nodes (default 2) + inventory
   down        remove lab containers, daemons, inventory; LAB_PURGE=1 also images, state, dockerd
   status      show what runs
@@ -321,12 +322,30 @@ ensure_www() {
   ensure_http_daemon www "$url" http.server "$(python_bin)" -m http.server --bind "$ip" "$WWW_PORT" --directory "$WWW_DIR"
 }
 
+# The signed local apt repository that stands in for NVIDIA's libnvidia-container stable
+# repository (unreachable here), under $WWW_DIR/nvidia-container-toolkit-standin. The script
+# rebuilds only when its inputs change (about 1 s), otherwise it returns at once.
+STANDIN_REPO=nvidia-container-toolkit-standin
+build_standin_repos() {
+  bash "$LAB_DIR/standin/build-toolkit-repo.sh" --www "$WWW_DIR" --gnupghome "$GNUPG_DIR" \
+    --key "$KEY_UID" 9>&-
+}
+
+cmd_standin_repos() {
+  local cidr
+  ensure_signing_key
+  build_standin_repos
+  cidr=$(bridge_cidr)
+  [[ -z $cidr ]] || log "standin: http://${cidr%/*}:$WWW_PORT/$STANDIN_REPO/stable/deb/amd64/ (key: $STANDIN_REPO/gpgkey)"
+}
+
 cmd_registry() {
   local ip
   need_docker
   ip=$(bridge_ip)
   ensure_registry "$ip"
   ensure_www "$ip"
+  build_standin_repos
 }
 
 # --- images ------------------------------------------------------------------------------
@@ -585,6 +604,7 @@ cmd_up() {
   write_inventory "$n" "$ip"
   log "up: $n node(s) ready in $((SECONDS - start)) s"
   log "registry $ip:$REGISTRY_PORT, web http://$ip:$WWW_PORT/ (key: lab-archive-key.asc)"
+  log "stand-in NVIDIA toolkit repo: http://$ip:$WWW_PORT/$STANDIN_REPO/stable/deb/amd64/"
   log "reach a node: docker exec -it ${NODE_PREFIX}1 bash"
 }
 
@@ -687,10 +707,10 @@ main() {
   node-flags) printf '%s\n' "${NODE_FLAGS[@]}" ;;
   env) cmd_env ;;
   status) cmd_status ;;
-  prereqs | image | registry | up | down)
+  prereqs | image | registry | up | down | standin-repos)
     [[ $(id -u) == 0 ]] || die "run as root"
     lock
-    "cmd_$cmd"
+    "cmd_${cmd//-/_}"
     ;;
   -h | --help | help) usage ;;
   *)

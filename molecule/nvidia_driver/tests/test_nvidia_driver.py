@@ -13,7 +13,8 @@ VERSION = "535.261.03-1"   # inventories/lab/group_vars/gpu_nodes.yml
 
 def installed_version(host, package):
     result = host.run(f"dpkg-query -W -f '${{Status}} ${{Version}}' {package}")
-    return result.stdout.split()[-1] if result.rc == 0 and result.stdout.startswith("install ok installed") else None
+    # "install ok installed 535.261.03-1", or "hold ok installed ..." once held
+    return result.stdout.split()[-1] if result.rc == 0 and " ok installed " in result.stdout else None
 
 
 def test_debian_components_the_host_lacked_were_added(host):

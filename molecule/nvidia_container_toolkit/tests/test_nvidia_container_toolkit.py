@@ -1,0 +1,102 @@
+"""The NVIDIA Container Toolkit on a lab node with Docker, from the lab's STAND-IN repository.
+
+The stand-in (lab/standin/) serves the four package names at 1.18.0-1 and 1.17.8-1; its
+nvidia-container-runtime hands over to runc. No GPU here: the CDI spec and the GPU container
+check are skipped by the role, which says why.
+"""
+
+import json
+
+import pytest
+
+PACKAGES = ["nvidia-container-toolkit", "nvidia-container-toolkit-base", "libnvidia-container-tools",
+            "libnvidia-container1"]
+PIN = "1.18.0-1"   # the role default
+
+
+def test_repository_entry_and_dedicated_keyring(host, lab_www):
+    source = host.file("/etc/apt/sources.list.d/gpufleet-nvidia-container-toolkit.sources")
+    assert source.contains(f"URIs: {lab_www}/nvidia-container-toolkit-standin/stable/deb/amd64/")
+    assert source.contains("Signed-By: /etc/apt/keyrings/nvidia-container-toolkit.asc")
+    assert host.file("/etc/apt/keyrings/nvidia-container-toolkit.asc").contains("BEGIN PGP PUBLIC KEY BLOCK")
+    assert not host.file("/etc/apt/sources.list.d/nvidia-docker.list").exists
+    # apt trusts the repository through that keyring only
+    update = host.run("apt-get update 2>&1")
+    assert update.rc == 0 and "NO_PUBKEY" not in update.stdout and "not signed" not in update.stdout
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_four_packages_at_the_pin_and_held(host, package):
+    status = host.check_output(f"dpkg-query -W -f '${{Status}} ${{Version}}' {package}")
+    assert status == f"hold ok installed {PIN}"
+
+
+def test_daemon_json_holds_the_runtime_and_keys_set_by_others(host, lab_registry):
+    settings = json.loads(host.file("/etc/docker/daemon.json").content_string)
+    assert settings["runtimes"]["nvidia"] == {"path": "nvidia-container-runtime", "args": []}
+    assert settings["max-concurrent-downloads"] == 4          # seeded before any role ran
+    assert settings["live-restore"] is True                   # the docker role's
+    assert lab_registry in settings["insecure-registries"]    # the lab inventory's
+    assert "default-runtime" not in settings
+
+
+def test_docker_lists_the_nvidia_runtime(host):
+    runtimes = json.loads(host.check_output("docker info --format '{{json .Runtimes}}'"))
+    assert "nvidia" in runtimes
+
+
+def test_container_runs_with_the_nvidia_runtime(host, busybox_image):
+    host.check_output(f"docker pull -q {busybox_image}")
+    out = host.check_output(f"docker run --rm --runtime nvidia {busybox_image} echo through-nvidia-runtime")
+    assert out == "through-nvidia-runtime"
+    # and the runtime really is in the path: without its binary the same run fails
+    host.check_output("mv /usr/bin/nvidia-container-runtime /root/ncr.keep")
+    try:
+        assert host.run(f"docker run --rm --runtime nvidia {busybox_image} true").rc != 0
+    finally:
+        host.check_output("mv /root/ncr.keep /usr/bin/nvidia-container-runtime")
+
+
+def test_rerun_says_why_gpu_steps_are_skipped(playbook):
+    run = playbook("converge.yml")
+    assert run.returncode == 0, run
+    assert set(run.changed().values()) == {0}, run
+    assert "No CDI specification or /dev/char links on" in run.stdout, run
+    assert "GPU container check skipped on" in run.stdout, run
+
+
+def test_check_mode_on_the_converged_node_reports_no_change(playbook):
+    run = playbook("converge.yml", "--check", "--diff")
+    assert run.returncode == 0, run
+    assert set(run.changed().values()) == {0}, run
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"nvidia_container_toolkit_version": "1.18.1-1"},
+         "1.18.1-1 is not in"),
+        ({"nvidia_container_toolkit_version": "1.18.0"},
+         "nvidia_container_toolkit_version must be a full package version"),
+        ({"nvidia_container_toolkit_repo_key_url": ""},
+         "set nvidia_container_toolkit_repo_key_url to the key that signs it"),
+        ({"nvidia_container_toolkit_nvml_fix": "udev"},
+         "nvidia_container_toolkit_nvml_fix"),
+    ],
+)
+def test_bad_input_fails_before_any_change(host, playbook, extra, message):
+    def state():
+        return host.check_output(
+            "md5sum /etc/docker/daemon.json /etc/apt/sources.list.d/*.sources; dpkg-query -W 'nvidia-container*'")
+
+    before = state()
+    run = playbook("converge.yml", "-e", json.dumps(extra))
+    assert run.returncode != 0
+    assert message in run.stdout, run
+    assert set(run.changed().values()) == {0}, run
+    assert state() == before
+
+
+def test_the_mirror_offers_what_a_mismatched_pin_could_use(playbook):
+    run = playbook("converge.yml", "-e", '{"nvidia_container_toolkit_version": "1.18.1-1"}')
+    assert "offers all four at: 1.17.8-1, 1.18.0-1" in run.stdout, run
