@@ -74,6 +74,7 @@ usage: lab/lab.sh SUBCOMMAND
   image       build $NODE_IMAGE and $BUSYBOX_IMAGE, push the latter to the lab registry
   registry    start the registry (:$REGISTRY_PORT) and web server (:$WWW_PORT) on docker0, build standin-repos
   standin-repos  build the signed STAND-IN for NVIDIA's container-toolkit apt repo under www/
+  standin-image  build the STAND-IN pytorch workbench image, push it to the registry, save it under www/images/
   up          prereqs + image + registry + LAB_NODES nodes (default 2) + inventory
   down        remove lab containers, daemons, inventory; LAB_PURGE=1 also images, state, dockerd
   status      show what runs
@@ -339,6 +340,27 @@ cmd_standin_repos() {
   [[ -z $cidr ]] || log "standin: http://${cidr%/*}:$WWW_PORT/$STANDIN_REPO/stable/deb/amd64/ (key: $STANDIN_REPO/gpgkey)"
 }
 
+# The STAND-IN for the pytorch/pytorch workbench image (unpullable here): built offline,
+# pushed as <ip>:5000/lab/pytorch-workbench:2.13-cpu-standin and saved under www/images/ with
+# a JSON description (digest, image id). Rebuilds only when its inputs change (minutes).
+WORKBENCH_JSON=$WWW_DIR/images/pytorch-workbench-standin.json
+cmd_standin_image() {
+  local ip
+  need_docker
+  ip=$(bridge_ip)
+  ensure_registry "$ip"
+  ensure_www "$ip"
+  bash "$LAB_DIR/standin/build-workbench-image.sh" --registry "$ip:$REGISTRY_PORT" \
+    --www "$WWW_DIR" --www-url "http://$ip:$WWW_PORT" --state-dir "$STATE_DIR" --docker "$DOCKER" 9>&-
+}
+
+# workbench_field KEY: a field of the workbench image's JSON description, empty if none.
+workbench_field() {
+  [[ -f $WORKBENCH_JSON ]] || return 0
+  "$(python_bin)" -c 'import json, sys; print(json.load(open(sys.argv[1])).get(sys.argv[2], ""))' \
+    "$WORKBENCH_JSON" "$1" 2>/dev/null || true
+}
+
 cmd_registry() {
   local ip
   need_docker
@@ -575,6 +597,10 @@ inventory_yaml() {
   echo "      vars:"
   echo "        gpufleet_lab_registry: \"$ip:$REGISTRY_PORT\""
   echo "        gpufleet_lab_www: \"http://$ip:$WWW_PORT\""
+  if [[ -f $WORKBENCH_JSON ]]; then
+    echo "        gpufleet_lab_workbench_digest: \"$(workbench_field digest)\""
+    echo "        gpufleet_lab_workbench_id: \"$(workbench_field image_id)\""
+  fi
 }
 
 write_inventory() {
@@ -593,6 +619,7 @@ cmd_up() {
   cmd_prereqs
   cmd_image
   cmd_registry
+  cmd_standin_image
   ip=$(bridge_ip)
   for ((i = 1; i <= n; i++)); do start_node "$i"; done
   deadline=$((SECONDS + 60))
@@ -685,6 +712,12 @@ cmd_status() {
   for image in "$NODE_IMAGE" "$BUSYBOX_IMAGE"; do
     if image_exists "$image"; then log "image: $image present"; else log "image: $image absent"; fi
   done
+  if [[ -f $WORKBENCH_JSON ]]; then
+    log "workbench: $(workbench_field repository):$(workbench_field tag) @ $(workbench_field digest)"
+    log "workbench: $(workbench_field archive_url) (image id $(workbench_field image_id))"
+  else
+    log "workbench: absent (lab/lab.sh standin-image)"
+  fi
   if [[ -f $INVENTORY ]]; then
     log "inventory: ${INVENTORY#"$REPO_ROOT"/}"
   else
@@ -699,6 +732,10 @@ cmd_env() {
   ip=$(bridge_ip)
   printf "GPUFLEET_LAB_REGISTRY='%s'\n" "$ip:$REGISTRY_PORT"
   printf "GPUFLEET_LAB_WWW='%s'\n" "http://$ip:$WWW_PORT"
+  if [[ -f $WORKBENCH_JSON ]]; then
+    printf "GPUFLEET_LAB_WORKBENCH_DIGEST='%s'\n" "$(workbench_field digest)"
+    printf "GPUFLEET_LAB_WORKBENCH_ID='%s'\n" "$(workbench_field image_id)"
+  fi
 }
 
 main() {
@@ -707,7 +744,7 @@ main() {
   node-flags) printf '%s\n' "${NODE_FLAGS[@]}" ;;
   env) cmd_env ;;
   status) cmd_status ;;
-  prereqs | image | registry | up | down | standin-repos)
+  prereqs | image | registry | up | down | standin-repos | standin-image)
     [[ $(id -u) == 0 ]] || die "run as root"
     lock
     "cmd_${cmd//-/_}"

@@ -33,6 +33,16 @@ class PlaybookRun:
     def changed(self) -> dict[str, int]:
         return {host: counts["changed"] for host, counts in self.recap.items()}
 
+    @property
+    def unchanged(self) -> bool:
+        """Every host reached the recap with changed=0."""
+        return bool(self.recap) and set(self.changed().values()) == {0}
+
+    @property
+    def clean(self) -> bool:
+        """The run succeeded and changed nothing (a converged host, or --check on one)."""
+        return self.returncode == 0 and self.unchanged
+
     def task(self, name: str) -> str:
         """The output lines of the first task whose header contains ``name`` ("" when it never ran)."""
         marker = f"TASK [{name}]"

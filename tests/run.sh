@@ -40,6 +40,7 @@ if wants setup || wants molecule; then
   stage "setup: lab prerequisites" bash lab/lab.sh prereqs
   stage "setup: lab images" bash lab/lab.sh image
   stage "setup: lab registry" bash lab/lab.sh registry
+  stage "setup: stand-in PyTorch image" bash lab/lab.sh standin-image
 elif [[ ! -x .venv/bin/ansible-lint ]]; then
   stage "setup: virtualenv" bash lab/lab.sh prereqs
 fi
@@ -47,7 +48,7 @@ fi
 export PATH="$PWD/.venv/bin:$PATH"
 if wants molecule; then
   eval "$(bash lab/lab.sh env)"
-  export GPUFLEET_LAB_REGISTRY GPUFLEET_LAB_WWW
+  export GPUFLEET_LAB_REGISTRY GPUFLEET_LAB_WWW GPUFLEET_LAB_WORKBENCH_DIGEST GPUFLEET_LAB_WORKBENCH_ID
 fi
 
 if wants lint; then

@@ -74,7 +74,9 @@ FPR=$(gpg --homedir "$GNUPG_DIR" --batch --with-colons --list-keys "$KEY" 2>/dev
 inputs_hash() {
   {
     printf 'format 1\nkey %s\n' "$FPR"
-    (cd "$HERE" && find . -type f ! -name '*~' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
+    # its own script and package files only: the workbench image's files are not its inputs
+    (cd "$HERE" && find ./build-toolkit-repo.sh ./files -type f ! -name '*~' -print0 | LC_ALL=C sort -z |
+      xargs -0 sha256sum)
   } | sha256sum | cut -c1-16
 }
 
