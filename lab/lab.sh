@@ -452,47 +452,8 @@ build_busybox_image() {
 
 # Does the host dockerd treat $1 (host:port) as an insecure (plain HTTP) registry?
 daemon_trusts() {
-  "$DOCKER" info --format '{{json .RegistryConfig}}' | "$(python_bin)" -c '
-import ipaddress, json, sys
-cfg, reg = json.load(sys.stdin), sys.argv[1]
-idx = (cfg.get("IndexConfigs") or {}).get(reg)
-if idx is not None:
-    sys.exit(0 if not idx.get("Secure", True) else 1)
-ip = ipaddress.ip_address(reg.rsplit(":", 1)[0])
-nets = [ipaddress.ip_network(c, strict=False) for c in cfg.get("InsecureRegistryCIDRs") or []]
-sys.exit(0 if any(ip in n for n in nets) else 1)' "$1"
+  "$DOCKER" info --format '{{json .RegistryConfig}}' | "$(python_bin)" "$LAB_DIR/registry_relay.py" trusts "$1"
 }
-
-# A TCP relay from 127.0.0.1:$RELAY_PORT to the registry, for a host dockerd the lab did not
-# start (127.0.0.0/8 is plain-HTTP by default). It exits when its stdin closes.
-RELAY_PY='
-import socket, sys, threading
-target = (sys.argv[1], int(sys.argv[2]))
-srv = socket.create_server(("127.0.0.1", int(sys.argv[3])))
-def pipe(a, b):
-    try:
-        while True:
-            data = a.recv(65536)
-            if not data:
-                break
-            b.sendall(data)
-    except OSError:
-        pass
-    for s in (a, b):
-        try:
-            s.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-def serve():
-    while True:
-        c, _ = srv.accept()
-        u = socket.create_connection(target)
-        threading.Thread(target=pipe, args=(c, u), daemon=True).start()
-        threading.Thread(target=pipe, args=(u, c), daemon=True).start()
-threading.Thread(target=serve, daemon=True).start()
-print("ready", flush=True)
-sys.stdin.read()
-'
 
 push_busybox() {
   local ip=$1 reg ref manifest relay_pid
@@ -512,7 +473,7 @@ push_busybox() {
     ref=127.0.0.1:$RELAY_PORT/$BUSYBOX_REPO:$BUSYBOX_TAG
     local py ready=
     py=$(python_bin)
-    coproc "$py" -c "$RELAY_PY" "$ip" "$REGISTRY_PORT" "$RELAY_PORT" 2>&1 9>&-
+    coproc "$py" "$LAB_DIR/registry_relay.py" relay "$ip" "$REGISTRY_PORT" "$RELAY_PORT" 2>&1 9>&-
     relay_pid=$COPROC_PID
     read -r -t 10 ready <&"${COPROC[0]}" || true
     [[ $ready == ready ]] || die "loopback relay did not start (is 127.0.0.1:$RELAY_PORT free?)"

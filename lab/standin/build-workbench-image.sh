@@ -30,6 +30,7 @@ set -euo pipefail
 umask 022
 
 HERE=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
+RELAY_HELPER=$HERE/../registry_relay.py # shared with lab/lab.sh
 SELF=$HERE/$(basename -- "${BASH_SOURCE[0]}")
 WB=$HERE/workbench
 
@@ -321,44 +322,8 @@ registry_digest() {
 
 # Does the host dockerd treat $REGISTRY as an insecure (plain HTTP) registry?
 daemon_trusts() {
-  "$DOCKER" info --format '{{json .RegistryConfig}}' | "$HOST_PY" -c '
-import ipaddress, json, sys
-cfg, reg = json.load(sys.stdin), sys.argv[1]
-idx = (cfg.get("IndexConfigs") or {}).get(reg)
-if idx is not None:
-    sys.exit(0 if not idx.get("Secure", True) else 1)
-ip = ipaddress.ip_address(reg.rsplit(":", 1)[0])
-nets = [ipaddress.ip_network(c, strict=False) for c in cfg.get("InsecureRegistryCIDRs") or []]
-sys.exit(0 if any(ip in n for n in nets) else 1)' "$REGISTRY"
+  "$DOCKER" info --format '{{json .RegistryConfig}}' | "$HOST_PY" "$RELAY_HELPER" trusts "$REGISTRY"
 }
-
-# A TCP relay from 127.0.0.1:$RELAY_PORT to the registry for a dockerd the lab did not start
-# (loopback registries are plain HTTP by default); it exits when its stdin closes.
-RELAY_PY='
-import socket, sys, threading
-target = (sys.argv[1], int(sys.argv[2]))
-srv = socket.create_server(("127.0.0.1", int(sys.argv[3])))
-def pipe(a, b):
-    try:
-        while data := a.recv(65536):
-            b.sendall(data)
-    except OSError:
-        pass
-    for s in (a, b):
-        try:
-            s.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-def serve():
-    while True:
-        c, _ = srv.accept()
-        u = socket.create_connection(target)
-        threading.Thread(target=pipe, args=(c, u), daemon=True).start()
-        threading.Thread(target=pipe, args=(u, c), daemon=True).start()
-threading.Thread(target=serve, daemon=True).start()
-print("ready", flush=True)
-sys.stdin.read()
-'
 
 # The digest docker recorded for $1 (a pushed name:tag), empty if none.
 pushed_digest() {
@@ -379,7 +344,7 @@ push_image() {
   else
     log "pushing through the loopback relay 127.0.0.1:$RELAY_PORT"
     ref=127.0.0.1:$RELAY_PORT/$IMAGE_PATH:$TAG
-    coproc "$HOST_PY" -c "$RELAY_PY" "${REGISTRY%:*}" "${REGISTRY##*:}" "$RELAY_PORT" 2>&1 8>&-
+    coproc "$HOST_PY" "$RELAY_HELPER" relay "${REGISTRY%:*}" "${REGISTRY##*:}" "$RELAY_PORT" 2>&1 8>&-
     relay_pid=$COPROC_PID
     read -r -t 10 ready <&"${COPROC[0]}" || true
     [[ $ready == ready ]] || die "loopback relay did not start (is 127.0.0.1:$RELAY_PORT free?)"
