@@ -20,7 +20,7 @@ def airgapped(host):
 
 def on_this_node(playbook, host, extra):
     """Re-run converge on this node only, with extra variables."""
-    return on_this_node(playbook, host, extra)
+    return playbook("converge.yml", "--limit", host.backend.get_hostname(), "-e", json.dumps(extra))
 
 
 def image(host, ref):
