@@ -29,7 +29,7 @@ INVENTORY=$REPO_ROOT/inventories/lab/hosts.yml
 # The 28.x CLI in /usr/local/bin also talks to the 20.10 daemon, but the lab pins the CLI that
 # ships with the daemon so the script does not depend on what else is in PATH.
 DOCKER=${LAB_DOCKER:-/usr/bin/docker}
-APT_PACKAGES=(docker.io debootstrap docker-registry gnupg busybox-static python3-venv curl)
+APT_PACKAGES=(docker.io debootstrap docker-registry gnupg busybox-static python3-venv curl openssh-client)
 NODE_PACKAGES=systemd,systemd-sysv,dbus,python3,python3-apt,sudo,iproute2,procps,ca-certificates,gnupg
 # Units that fail or make no sense in a container (no udev, no consoles, no kernel modules,
 # kernel filesystems it may not mount) and apt timers that would race roles for the dpkg lock.
@@ -232,10 +232,22 @@ prereq_dockerd() {
   die "dockerd did not answer within 60 s"
 }
 
+# The lab's SSH login for the workbench service (ssh_container_users in
+# inventories/lab/group_vars): a key pair on the lab host, never used anywhere else.
+prereq_ssh_key() {
+  local key=$STATE_DIR/ssh/researcher_ed25519
+  [[ -s $key && -s $key.pub ]] && return 0
+  install -d -m 0700 "$STATE_DIR/ssh"
+  rm -f "$key" "$key.pub"
+  ssh-keygen -q -t ed25519 -N '' -C 'researcher@gpufleet-lab (lab only)' -f "$key"
+  log "lab SSH key: $key"
+}
+
 cmd_prereqs() {
   prereq_packages
   prereq_venv
   prereq_dockerd
+  prereq_ssh_key
 }
 
 # --- registry and web server ---------------------------------------------------------------

@@ -1,6 +1,7 @@
 """site.yml on two lab nodes: every stage that exists converges, bad input stops everything first."""
 
 import json
+import os
 
 
 def test_every_node_runs_docker_with_live_restore(host):
@@ -47,3 +48,16 @@ def test_missing_node_group_is_named(playbook, tmp_path):
 def test_site_check_mode_on_converged_nodes_reports_no_change(playbook):
     run = playbook("converge.yml", "--check", "--diff")
     assert run.clean and len(run.recap) == 2, run
+
+
+def test_every_node_serves_the_workbench_from_the_pinned_image(host):
+    """The services stage: Jupyter on loopback behind its token, sshd on 2222, both from the pin."""
+    image_id = os.environ.get("GPUFLEET_LAB_WORKBENCH_ID", "")
+    for unit in ("gpufleet-jupyter", "gpufleet-ssh"):
+        assert host.service(unit).is_running and host.service(unit).is_enabled
+        assert host.check_output(f"docker inspect -f '{{{{.Image}}}}' {unit}") == image_id
+    status = host.run("python3 -c \"import urllib.request as u; u.urlopen('http://127.0.0.1:8888/api/status')\"")
+    assert "HTTP Error 403" in status.stderr
+    probe = "import socket; print(socket.create_connection(('127.0.0.1', 2222)).recv(64))"
+    banner = host.check_output(f'python3 -c "{probe}"')
+    assert "OpenSSH" in banner

@@ -7,6 +7,7 @@ import json
 import os
 
 import pytest
+import requests
 
 DIGEST = os.environ.get("GPUFLEET_LAB_WORKBENCH_DIGEST", "")
 IMAGE_ID = os.environ.get("GPUFLEET_LAB_WORKBENCH_ID", "")
@@ -93,7 +94,9 @@ def test_digest_the_registry_does_not_have_fails(host, airgapped, playbook):
         ({"pytorch_image_digest": "sha256:1234"}, "pytorch_image_digest must be sha256: followed by 64 hex"),
         ({"pytorch_image_digest": "latest"}, "pytorch_image_digest must be sha256: followed by 64 hex"),
         ({"pytorch_image_repository": "pytorch/pytorch:latest"}, "pytorch_image_repository must be"),
-        ({"pytorch_image_source": "build"}, "pytorch_image_source"),
+        ({"pytorch_image_source": "git"}, "pytorch_image_source"),
+        ({"pytorch_image_source": "build", "pytorch_image_build_jupyterlab_version": "latest"},
+         "pytorch_image_build_jupyterlab_version must be a version"),
     ],
 )
 def test_bad_pin_fails_before_any_change(host, airgapped, playbook, extra, message):
@@ -105,3 +108,55 @@ def test_bad_pin_fails_before_any_change(host, airgapped, playbook, extra, messa
     assert message in run.stdout, run
     assert run.unchanged, run
     assert host.check_output("docker images -q --no-trunc | sort | md5sum") == before
+
+
+def built_images(host, repository):
+    out = host.check_output(f"docker images --format '{{{{.Repository}}}}:{{{{.Tag}}}}' {repository}")
+    return [line for line in out.splitlines() if line]
+
+
+def test_build_source_derives_a_labelled_workbench_image_from_the_pin(host, airgapped, playbook, lab_registry):
+    """`build`: FROM the pinned base, labelled with the base and the Dockerfile's hash; built
+    once and pushed, pulled (not rebuilt) where it is missing; never rebuilt for the same inputs.
+
+    The lab's stand-in base already has JupyterLab 4.6.6 and sshd, so no package is downloaded.
+    """
+    if airgapped:
+        pytest.skip("the registry node builds and pushes")
+    repository = f"{lab_registry}/lab/pytorch-workbench-built"
+    extra = {"pytorch_image_source": "build", "pytorch_image_build_repository": repository,
+             "pytorch_image_build_push": True}
+    host.run(f"docker images -q {repository} | xargs -r docker image rm -f")
+
+    first = on_this_node(playbook, host, extra)
+    assert first.returncode == 0, first
+    assert "TASK [gpufleet.node.pytorch_image : Build the workbench image]" in first.stdout, first
+    [ref] = built_images(host, repository)
+    built = image(host, ref)
+    labels = built["Config"]["Labels"]
+    assert labels["org.gpufleet.base"] == f"{lab_registry}/lab/pytorch-workbench@{DIGEST}"
+    assert len(labels["org.gpufleet.build-inputs"]) == 64
+    assert ref.endswith("-workbench-" + labels["org.gpufleet.build-inputs"][:12])
+    assert built["Id"] != IMAGE_ID
+    assert host.check_output(f"docker run --rm {built['Id']} jupyter lab --version") == "4.6.6"
+    # pushed: the lab registry lists the tag
+    tags = requests.get(f"http://{lab_registry}/v2/lab/pytorch-workbench-built/tags/list", timeout=10).json()["tags"]
+    assert ref.rsplit(":", 1)[1] in tags
+
+    again = on_this_node(playbook, host, extra)
+    assert again.clean, again
+    assert on_this_node(playbook, host, extra).clean
+
+    # Another node (here: the same one, after losing the image) pulls what was pushed.
+    host.check_output(f"docker image rm {ref}")
+    pulled = on_this_node(playbook, host, extra)
+    assert pulled.returncode == 0, pulled
+    assert "Build the workbench image]" not in pulled.stdout, pulled
+    assert image(host, ref)["Id"] == built["Id"]
+
+    # A new input (another JupyterLab pin) is a new image, never a retag of the old one.
+    changed = on_this_node(playbook, host, {**extra, "pytorch_image_build_push": False,
+                                            "pytorch_image_build_pip_index_url": "http://127.0.0.1:9/simple"})
+    assert changed.returncode == 0, changed
+    assert len(built_images(host, repository)) == 2
+    host.run(f"docker images -q {repository} | xargs -r docker image rm -f")

@@ -1,0 +1,282 @@
+"""Jupyter and SSH from the pinned image, tested with real clients from the lab host.
+
+wb1 pulls the image by digest and publishes Jupyter on 127.0.0.1; wb2 is air-gapped (archive)
+and publishes Jupyter on all interfaces with TLS. The image is the lab's STAND-IN for
+pytorch/pytorch (lab/standin/build-workbench-image.sh): CPU torch 2.13, JupyterLab, sshd.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+import websocket
+
+IMAGE_ID = os.environ.get("GPUFLEET_LAB_WORKBENCH_ID", "")
+LAB_KEY = Path(os.environ.get("GPUFLEET_LAB_STATE", "/var/lib/gpufleet-lab")) / "ssh/researcher_ed25519"
+TLS_DIR = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")) / "tls"
+USER = "researcher"
+UNITS = ("gpufleet-jupyter", "gpufleet-ssh")
+
+
+@pytest.fixture
+def name(host):
+    return host.backend.get_hostname()
+
+
+@pytest.fixture
+def airgapped(host):
+    return "airgapped" in host.ansible.get_variables().get("group_names", [])
+
+
+def node_ip(name):
+    template = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"
+    return subprocess.check_output(["docker", "inspect", "-f", template, name], text=True).strip()
+
+
+@pytest.fixture
+def ip(name):
+    return node_ip(name)
+
+
+@pytest.fixture
+def token(host):
+    return host.ansible.get_variables()["jupyter_container_token"]
+
+
+def ssh(ip, command, user=USER, key=LAB_KEY, *options):
+    """The OpenSSH client, as a user or a CI job would run it (host key not pinned here)."""
+    return subprocess.run(
+        ["ssh", "-p", "2222", "-i", str(key), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+         "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10",
+         *options, f"{user}@{ip}", command],
+        capture_output=True, text=True, timeout=120, check=False)
+
+
+def host_key(ip):
+    out = subprocess.run(["ssh-keyscan", "-p", "2222", "-t", "ed25519", ip],
+                         capture_output=True, text=True, timeout=30, check=False).stdout
+    return out.split(None, 1)[1].strip() if out else ""
+
+
+def wait_for_services(host, ip, timeout=180):
+    """Both units active and sshd answering a login (what a user waits for)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(host.service(unit).is_running for unit in UNITS) and ssh(ip, "true").returncode == 0:
+            return
+        time.sleep(2)
+    journal = host.run("journalctl -u gpufleet-ssh -u gpufleet-jupyter -n 60 --no-pager").stdout
+    pytest.fail(f"services did not come back within {timeout} s:\n{journal}")
+
+
+def jupyter_from_node(host, path, token=None):
+    """HTTP status of a Jupyter URL, asked on the node itself (wb1 publishes on loopback only)."""
+    header = f", headers={{'Authorization': 'token {token}'}}" if token else ""
+    script = ("import urllib.request, urllib.error\n"
+              f"req = urllib.request.Request('http://127.0.0.1:8888{path}'{header})\n"
+              "try:\n    print(urllib.request.urlopen(req, timeout=10).status)\n"
+              "except urllib.error.HTTPError as e:\n    print(e.code)\n")
+    return int(host.check_output(f"python3 -c \"{script}\""))
+
+
+# --- SSH ---------------------------------------------------------------------------------
+
+def test_listed_key_logs_in_to_workspace_with_torch(ip):
+    result = ssh(ip, 'pwd; id -u; command -v python3; python3 -c "import torch; print(torch.__version__)"')
+    assert result.returncode == 0, result.stderr
+    cwd, uid, python, version = result.stdout.split()
+    assert (cwd, uid) == ("/workspace", "1000")
+    assert python == "/opt/pytorch/bin/python3"       # the image's interpreter, not Debian's
+    assert version.startswith("2.13.0")
+
+
+def test_login_shell_keeps_the_images_python(ip):
+    result = ssh(ip, "bash -lc 'command -v python3'")
+    assert result.stdout.strip() == "/opt/pytorch/bin/python3", result.stderr
+
+
+def test_password_root_and_unlisted_keys_are_refused(ip, tmp_path):
+    password = ssh(ip, "true", USER, LAB_KEY, "-o", "PubkeyAuthentication=no",
+                   "-o", "PreferredAuthentications=password,keyboard-interactive")
+    assert password.returncode == 255
+    assert "Permission denied (publickey)" in password.stderr  # the only method offered
+
+    root = ssh(ip, "true", "root")
+    assert root.returncode == 255 and "Permission denied" in root.stderr
+
+    stranger = tmp_path / "stranger"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
+    unlisted = ssh(ip, "true", USER, stranger)
+    assert unlisted.returncode == 255 and "Permission denied" in unlisted.stderr
+
+
+def test_sshd_runs_with_reduced_capabilities_and_never_privileged(host):
+    inspect = json.loads(host.check_output("docker inspect gpufleet-ssh gpufleet-jupyter"))
+    for container in inspect:
+        assert container["HostConfig"]["Privileged"] is False
+        assert container["HostConfig"]["CapDrop"] == ["ALL"]
+        assert "no-new-privileges" in container["HostConfig"]["SecurityOpt"]
+    jupyter = next(c for c in inspect if c["Name"] == "/gpufleet-jupyter")
+    assert jupyter["Config"]["User"] == "1000:1000"
+
+
+# --- Jupyter -----------------------------------------------------------------------------
+
+def test_jupyter_on_loopback_needs_the_token(host, ip, airgapped, token):
+    if airgapped:
+        pytest.skip("wb1 publishes on loopback")
+    assert jupyter_from_node(host, "/api/status") == 403
+    assert jupyter_from_node(host, "/api/status", token) == 200
+    with pytest.raises(requests.ConnectionError):     # nothing outside the node reaches it
+        requests.get(f"http://{ip}:8888/api/status", timeout=5)
+
+
+def test_jupyter_over_tls_runs_code_in_a_kernel(ip, airgapped, name, token):
+    if not airgapped:
+        pytest.skip("wb2 publishes on all interfaces with TLS")
+    base, cert = f"https://{ip}:8888", str(TLS_DIR / f"{name}.crt")
+    assert requests.get(f"{base}/api/status", verify=cert, timeout=10).status_code == 403
+    auth = {"Authorization": f"token {token}"}
+    assert requests.get(f"{base}/api/status", headers=auth, verify=cert, timeout=10).status_code == 200
+    with pytest.raises(requests.ConnectionError):     # no plain HTTP beside TLS
+        requests.get(f"http://{ip}:8888/api/status", timeout=5)
+
+    kernel = requests.post(f"{base}/api/kernels", headers=auth, json={"name": "python3"}, verify=cert,
+                           timeout=60).json()["id"]
+    try:
+        ws = websocket.create_connection(f"wss://{ip}:8888/api/kernels/{kernel}/channels", header=auth,
+                                         sslopt={"ca_certs": cert}, timeout=60)
+        msg_id = uuid.uuid4().hex
+        ws.send(json.dumps({
+            "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "test", "session": uuid.uuid4().hex,
+                       "version": "5.3", "date": ""},
+            "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+            "content": {"code": "import torch\nprint(int(torch.tensor([6]) * 7), torch.__version__)", "silent": False,
+                        "store_history": False, "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
+        }))
+        output = ""
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            reply = json.loads(ws.recv())
+            if reply.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            if reply["msg_type"] == "stream":
+                output += reply["content"]["text"]
+            if reply["msg_type"] == "status" and reply["content"]["execution_state"] == "idle":
+                break
+        ws.close()
+        assert output.split()[:1] == ["42"] and output.split()[1].startswith("2.13.0"), output
+    finally:
+        requests.delete(f"{base}/api/kernels/{kernel}", headers=auth, verify=cert, timeout=30)
+
+
+def test_token_is_nowhere_but_its_file(host, token):
+    token_file = host.file("/etc/gpufleet/jupyter/secrets/token")
+    assert token_file.mode == 0o600 and token_file.uid == 1000
+    assert token_file.content_string.strip() == token
+    for command in ("systemctl cat gpufleet-jupyter", "ps auxwwe", "docker inspect gpufleet-jupyter",
+                    "journalctl --no-pager -u gpufleet-jupyter", "journalctl --no-pager"):
+        out = host.check_output(f"{command} 2>&1 || true")
+        assert token not in out, command
+    assert host.check_output("docker inspect -f '{{json .Mounts}}' gpufleet-jupyter").count('"RW":false') >= 2
+
+
+# --- services, data and images -----------------------------------------------------------
+
+def test_services_are_enabled_and_run_the_pinned_image(host, airgapped):
+    for unit in UNITS:
+        assert host.service(unit).is_enabled and host.service(unit).is_running
+        container = json.loads(host.check_output(f"docker inspect {unit}"))[0]
+        assert container["Image"] == IMAGE_ID
+        unit_text = host.check_output(f"systemctl cat {unit}")
+        assert "docker run --rm" in unit_text and "--pull never" in unit_text
+        assert "Restart=always" in unit_text and "After=docker.service" in unit_text
+    if airgapped:   # the archive node runs it by image ID, having never talked to the registry
+        assert f"{IMAGE_ID} " in host.check_output("systemctl cat gpufleet-ssh")
+
+
+def test_workspace_survives_restart_redeploy_and_reboot(host, ip, name, playbook):
+    marker = uuid.uuid4().hex
+    wrote = ssh(ip, f"echo {marker} > /workspace/keep.txt && mkdir -p /models/m && touch /data/d /logs/l")
+    assert wrote.returncode == 0, wrote.stderr
+    key_before = host_key(ip)
+    assert key_before
+
+    host.check_output("systemctl restart gpufleet-ssh gpufleet-jupyter")
+    wait_for_services(host, ip)
+    assert ssh(ip, "cat /workspace/keep.txt").stdout.strip() == marker
+    assert host_key(ip) == key_before
+
+    try:
+        # Redeploy: a changed setting gives a new unit, and the role restarts the service on it.
+        ssh_started = host.check_output("docker inspect -f '{{.State.StartedAt}}' gpufleet-ssh")
+        run = playbook("converge.yml", "--limit", name, "-e", '{"ssh_container_memory": "2g"}')
+        assert run.returncode == 0, run
+        assert host.check_output("docker inspect -f '{{.HostConfig.Memory}}' gpufleet-ssh") == str(2 * 1024**3)
+        assert host.check_output("docker inspect -f '{{.State.StartedAt}}' gpufleet-ssh") != ssh_started
+        wait_for_services(host, ip)
+        assert ssh(ip, "cat /workspace/keep.txt").stdout.strip() == marker
+        assert host_key(ip) == key_before
+
+        # Reboot: restart the whole node container; both services come back by themselves.
+        subprocess.run(["docker", "restart", "-t", "30", name], check=True, capture_output=True, timeout=120)
+        ip = node_ip(name)   # Docker may hand the restarted node another address
+        wait_for_services(host, ip, timeout=300)
+        kept = ssh(ip, "cat /workspace/keep.txt; ls -d /models/m /data/d /logs/l").stdout.split()
+        assert kept == [marker, "/models/m", "/data/d", "/logs/l"]
+        assert host_key(ip) == key_before
+    finally:
+        back = playbook("converge.yml", "--limit", name)   # back to the scenario's settings
+        assert back.returncode == 0, back
+
+
+def test_unchanged_settings_do_not_restart_anything(host, playbook):
+    started = host.check_output("docker inspect -f '{{.State.StartedAt}}' gpufleet-ssh gpufleet-jupyter")
+    run = playbook("converge.yml")
+    assert run.clean, run
+    assert host.check_output("docker inspect -f '{{.State.StartedAt}}' gpufleet-ssh gpufleet-jupyter") == started
+    check = playbook("converge.yml", "--check", "--diff")
+    assert check.clean, check
+
+
+def test_digest_mismatch_fails_and_the_services_keep_running(host, ip, name, airgapped, playbook):
+    if airgapped:
+        pytest.skip("the registry node (the archive mismatch is tested in the pytorch_image scenario)")
+    before = host.check_output("docker inspect -f '{{.Id}} {{.Image}}' gpufleet-ssh gpufleet-jupyter")
+    unit = host.file("/etc/systemd/system/gpufleet-ssh.service").sha256sum
+    run = playbook("converge.yml", "--limit", name, "-e", json.dumps({"pytorch_image_digest": "sha256:" + "1" * 64}))
+    assert run.returncode != 0, run
+    assert "manifest unknown" in run.stdout or "not found" in run.stdout, run
+    assert "gpufleet.node.container_service" not in run.stdout, run      # the services stage never ran
+    assert host.check_output("docker inspect -f '{{.Id}} {{.Image}}' gpufleet-ssh gpufleet-jupyter") == before
+    assert host.file("/etc/systemd/system/gpufleet-ssh.service").sha256sum == unit
+    assert ssh(ip, "true").returncode == 0
+
+
+@pytest.mark.parametrize(("extra", "named"), [
+    ({"pytorch_image_digest": "sha256:1234"}, "pytorch_image_digest"),
+    ({"jupyter_container_token": "short"}, "jupyter_container_token is too short"),
+    ({"jupyter_container_token": ""}, "jupyter_container_token is empty"),
+    ({"ssh_container_port": 70000}, "ssh_container_port must be 1-65535"),
+    ({"ssh_container_users": [{"name": "ada", "uid": 1001, "authorized_keys": []}]},
+     "ssh_container_users[0] (ada): authorized_keys is empty"),
+    ({"ssh_container_users": [{"name": "ada", "uid": 1001}]}, "authorized_keys"),
+    ({"jupyter_container_listen": "0.0.0.0", "jupyter_container_tls_cert": "", "jupyter_container_tls_key": ""},
+     "Jupyter is published beyond loopback only with TLS"),
+    ({"jupyter_container_gpus": "several"}, "jupyter_container_gpus"),
+])
+def test_bad_input_fails_before_any_change_naming_the_variable(host, name, playbook, extra, named):
+    units = [host.file(f"/etc/systemd/system/{unit}.service").sha256sum for unit in UNITS]
+    run = playbook("converge.yml", "--limit", name, "-e", json.dumps(extra))
+    assert run.returncode != 0
+    assert named in run.stdout, run
+    assert "PLAY [Converge the pinned image" not in run.stdout, run   # stopped by the validation play
+    assert run.unchanged, run
+    assert [host.file(f"/etc/systemd/system/{unit}.service").sha256sum for unit in UNITS] == units

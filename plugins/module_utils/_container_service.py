@@ -1,0 +1,131 @@
+# Copyright: gpufleet.node contributors
+# Apache License 2.0 (see galaxy.yml)
+"""The `docker run` command line of a workbench service and its systemd quoting.
+
+Shared by the container_service role (through plugins/filter/container_service.py): one place
+decides how GPUs, IPC, ulimits, limits, mounts and ports become docker arguments.
+"""
+
+from __future__ import annotations
+
+import re
+
+UNLIMITED = -1
+_ULIMIT_NAME = re.compile(r"^[a-z]+$")
+_GPU_UUID = re.compile(r"^(GPU|MIG)-[0-9a-fA-F-]+$")
+# systemd splits ExecStart= on whitespace and expands % specifiers and $ variables.
+_SYSTEMD_PLAIN = re.compile(r"^[A-Za-z0-9_@+=:,./-]+$")
+
+
+class ServiceSpecError(ValueError):
+    """An input a service cannot run with; the message names the variable."""
+
+
+def gpu_devices(gpus, gpu_count: int) -> list[str]:
+    """GPU selectors from `all`, `none`, a count, or a list of indexes/UUIDs.
+
+    Returns [] for no GPUs, ["all"] for every GPU, else the device list. A count or an index
+    larger than what the host has is refused: the service would fail at every start.
+    """
+    if gpus in (None, "", "none", 0, "0"):
+        return []
+    if gpus == "all":
+        return ["all"] if gpu_count > 0 else []
+    if isinstance(gpus, bool):
+        raise ServiceSpecError(f"gpus must be all, none, a count or a list of GPU indexes/UUIDs; got {gpus!r}")
+    if isinstance(gpus, int) or (isinstance(gpus, str) and gpus.isdigit()):
+        count = int(gpus)
+        if count < 0 or count > gpu_count:
+            raise ServiceSpecError(f"gpus asks for {count} GPU(s); the host has {gpu_count}")
+        return [str(i) for i in range(count)]
+    if isinstance(gpus, (list, tuple)):
+        devices = []
+        for item in gpus:
+            text = str(item)
+            if text.isdigit():
+                if int(text) >= gpu_count:
+                    raise ServiceSpecError(f"gpus lists GPU index {text}; the host has {gpu_count} GPU(s)")
+            elif not _GPU_UUID.match(text):
+                raise ServiceSpecError(f"gpus entries must be GPU indexes or UUIDs (GPU-..., MIG-...); got {text!r}")
+            devices.append(text)
+        if len(set(devices)) != len(devices):
+            raise ServiceSpecError(f"gpus lists a GPU twice: {devices}")
+        return devices
+    raise ServiceSpecError(f"gpus must be all, none, a count or a list of GPU indexes/UUIDs; got {gpus!r}")
+
+
+def gpu_args(devices: list[str], cdi: bool) -> list[str]:
+    """Docker arguments giving a container these GPUs: CDI device names, or the nvidia runtime."""
+    if not devices:
+        return []
+    if cdi:
+        return [arg for dev in devices for arg in ("--device", f"nvidia.com/gpu={dev}")]
+    selector = "all" if devices == ["all"] else f'"device={",".join(devices)}"'
+    return ["--runtime", "nvidia", "--gpus", selector]
+
+
+def ulimit_args(ulimits: dict) -> list[str]:
+    """`--ulimit name=soft:hard` for each entry; -1 is unlimited, an int sets soft and hard."""
+    args = []
+    for name, value in sorted((ulimits or {}).items()):
+        if not _ULIMIT_NAME.match(str(name)):
+            raise ServiceSpecError(f"ulimits: {name!r} is not a ulimit name (memlock, stack, nofile, ...)")
+        if isinstance(value, dict):
+            soft, hard = value.get("soft"), value.get("hard")
+        else:
+            soft = hard = value
+        for part in (soft, hard):
+            if isinstance(part, bool) or not isinstance(part, int) or part < UNLIMITED:
+                raise ServiceSpecError(f"ulimits: {name} must be -1 (unlimited) or a number; got {value!r}")
+        args += ["--ulimit", f"{name}={soft}:{hard}"]
+    return args
+
+
+def docker_run_argv(spec: dict, gpu_count: int, cdi: bool) -> list[str]:
+    """The complete `docker run` argv of a service (docker binary first)."""
+    name = spec["name"]
+    argv = [spec.get("docker", "/usr/bin/docker"), "run", "--rm", "--name", name,
+            "--pull", "never", "--init", "--label", f"gpufleet.service={name}"]
+    if spec.get("hostname"):
+        argv += ["--hostname", spec["hostname"]]
+    if spec.get("user"):
+        argv += ["--user", spec["user"]]
+    if spec.get("workdir"):
+        argv += ["--workdir", spec["workdir"]]
+    argv += ["--security-opt", "no-new-privileges"]
+    for cap in spec.get("cap_drop", []):
+        argv += ["--cap-drop", cap]
+    for cap in spec.get("cap_add", []):
+        argv += ["--cap-add", cap]
+    if spec.get("ipc_host"):
+        argv += ["--ipc", "host"]
+    elif spec.get("shm_size"):
+        argv += ["--shm-size", str(spec["shm_size"])]
+    argv += ulimit_args(spec.get("ulimits", {}))
+    if spec.get("memory"):
+        argv += ["--memory", str(spec["memory"])]
+    if spec.get("cpus"):
+        argv += ["--cpus", str(spec["cpus"])]
+    argv += gpu_args(gpu_devices(spec.get("gpus", "none"), gpu_count), cdi)
+    for port in spec.get("publish", []):
+        argv += ["--publish", port]
+    for mount in spec.get("volumes", []):
+        target = f"{mount['host']}:{mount['container']}"
+        argv += ["--volume", target + (":ro" if mount.get("read_only") else "")]
+    for key, value in sorted(spec.get("env", {}).items()):
+        argv += ["--env", f"{key}={value}"]
+    argv += [spec["image"], *spec.get("command", [])]
+    return argv
+
+
+def systemd_quote(argv: list[str]) -> str:
+    """One ExecStart= line: words quoted for systemd, `%` and `$` kept literal."""
+    words = []
+    for word in argv:
+        text = str(word).replace("%", "%%").replace("$", "$$")
+        if _SYSTEMD_PLAIN.match(text):
+            words.append(text)
+        else:
+            escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+            words.append(f'"{escaped}"')
+    return " ".join(words)
