@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 import websocket
+import yaml
 
 IMAGE_ID = os.environ.get("GPUFLEET_LAB_WORKBENCH_ID", "")
 LAB_KEY = Path(os.environ.get("GPUFLEET_LAB_STATE", "/var/lib/gpufleet-lab")) / "ssh/researcher_ed25519"
@@ -280,3 +281,75 @@ def test_bad_input_fails_before_any_change_naming_the_variable(host, name, playb
     assert "PLAY [Converge the pinned image" not in run.stdout, run   # stopped by the validation play
     assert run.unchanged, run
     assert [host.file(f"/etc/systemd/system/{unit}.service").sha256sum for unit in UNITS] == units
+
+
+# --- verification, fleet report, lock (gpufleet.node.gpu_verify, playbooks/verify.yml, lock.yml) ---
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def verify(playbook, report_dir, *args):
+    return playbook(str(REPO / "playbooks" / "verify.yml"), "-e", json.dumps(
+        {"gpu_verify_image": IMAGE_ID, "gpu_verify_report_dir": str(report_dir)}), *args)
+
+
+@pytest.fixture
+def only_once(host):
+    """Fleet-wide tests run once, from the first node's turn."""
+    if host.backend.get_hostname() != "gpufleet-mol-wb1":
+        pytest.skip("fleet-wide: runs once")
+
+
+def test_verify_probes_torch_in_the_image_and_reports_the_fleet(only_once, playbook, tmp_path):
+    run = verify(playbook, tmp_path)
+    assert run.returncode == 0 and run.unchanged, run
+    report = json.loads((tmp_path / "fleet-report.json").read_text())
+    assert report["summary"] == {"hosts": 2, "passed": 2, "failed": []}
+    for row in report["hosts"]:
+        assert row["torch"] == "2.13.0+cpu" and row["cuda_available"] is False and row["gpus"] == 0
+        checks = {f["check"]: f for f in row["findings"]}
+        assert checks["matmul_float32@cpu"]["passed"] and checks["torch"]["measured"] == "2.13.0+cpu"
+        assert checks["image (gpufleet-jupyter)"]["passed"] and checks["image (probe)"]["passed"]
+    assert "2 of 2 hosts pass." in (tmp_path / "fleet-report.md").read_text()
+    assert (tmp_path / "fleet-report.html").read_text().startswith("<!DOCTYPE html>")
+    assert "gpufleet-mol-wb1" in run.task("gpufleet.node.gpu_verify : Show the fleet")
+
+    check = verify(playbook, tmp_path / "check", "--check")
+    assert check.clean, check
+
+
+def test_a_node_that_drifted_to_another_image_is_flagged(only_once, host, playbook, tmp_path):
+    wb2 = host.get_host("ansible://gpufleet-mol-wb2", ansible_inventory=host.backend.ansible_inventory)
+    wb2.run("docker rm -f drift-src")
+    wb2.check_output(f"docker run --name drift-src {IMAGE_ID} touch /drifted")
+    drift_id = wb2.check_output("docker commit drift-src gpufleet-lab/drifted:1")
+    wb2.run("docker rm -f drift-src")
+    try:
+        moved = playbook("converge.yml", "--limit", "gpufleet-mol-wb2", "-e",
+                         json.dumps({"jupyter_container_image": drift_id}))
+        assert moved.returncode == 0, moved
+        run = verify(playbook, tmp_path)
+        assert run.returncode != 0
+        assert f"image (gpufleet-jupyter): expected {os.environ.get('GPUFLEET_LAB_WORKBENCH_DIGEST')}" in run.stdout
+        assert f"measured {drift_id}" in run.stdout, run
+        report = json.loads((tmp_path / "fleet-report.json").read_text())
+        assert report["summary"]["failed"] == ["gpufleet-mol-wb2"]
+        assert report["drift"]["image"] == ["gpufleet-mol-wb2"]
+        assert "gpufleet-mol-wb2 (drift: image)" in (tmp_path / "fleet-report.md").read_text()
+        assert 'class="drift"' in (tmp_path / "fleet-report.html").read_text()
+    finally:
+        back = playbook("converge.yml", "--limit", "gpufleet-mol-wb2")
+        assert back.returncode == 0, back
+        wb2.run("docker image rm gpufleet-lab/drifted:1")
+
+
+def test_lock_resolves_the_tag_to_its_digest_in_the_registry(only_once, playbook, tmp_path):
+    lock_file = tmp_path / "group_vars" / "all" / "gpufleet_lock.yml"
+    lock_file.parent.mkdir(parents=True)
+    lock_file.write_text("gpu_verify_lock:\n  driver_version: 580.95.05\n  image_digest: sha256:old\n")
+    run = playbook(str(REPO / "playbooks" / "lock.yml"), "-e", json.dumps({"gpufleet_lock_file": str(lock_file)}))
+    assert run.returncode == 0, run
+    lock = yaml.safe_load(lock_file.read_text())["gpu_verify_lock"]
+    assert lock["image_digest"] == os.environ["GPUFLEET_LAB_WORKBENCH_DIGEST"]
+    assert lock["image_tag"] == "2.13-cpu-standin"
+    assert lock["driver_version"] == "580.95.05"      # what the admin set is kept

@@ -1,0 +1,61 @@
+# Copyright: gpufleet.node contributors
+# Apache License 2.0 (see galaxy.yml)
+"""Filters comparing hosts with the lock and rendering the fleet report (module_utils/_torch_report.py)."""
+
+from __future__ import annotations
+
+from ansible_collections.gpufleet.node.plugins.module_utils._torch_report import (
+    build_report,
+    compare,
+    failures_message,
+    render_html,
+    render_markdown,
+    render_table,
+    report_row,
+)
+
+
+def gpu_verify_findings(facts, observed, lock, require_gpu=True, groups=()):
+    """Each check of a host against the lock: check, expected, measured, passed."""
+    return compare(dict(facts or {}), dict(observed or {}), dict(lock or {}), bool(require_gpu), list(groups))
+
+
+def gpu_verify_failures(findings, host):
+    return failures_message(host, list(findings))
+
+
+def gpu_verify_row(findings, host, facts, observed):
+    return report_row(host, dict(facts or {}), dict(observed or {}), list(findings))
+
+
+def gpu_verify_images(container_results, images, probe_image=""):
+    """{service or 'probe': {id, digests}} from docker_container_info results and docker_image_info images."""
+    by_id = {i.get("Id"): i for i in images or []}
+
+    def describe(ref):
+        image = by_id.get(ref) or next((i for i in images or [] if ref in (i.get("RepoTags") or [])
+                                        or ref in (i.get("RepoDigests") or [])), {})
+        return {"id": image.get("Id", ""), "digests": list(image.get("RepoDigests") or [])}
+
+    found = {r["item"]: describe(r["container"]["Image"]) for r in container_results or [] if r.get("exists")}
+    if probe_image:
+        found["probe"] = describe(probe_image)
+    return found
+
+
+def fleet_report(rows, lock, generated):
+    return build_report([dict(r) for r in rows], dict(lock or {}), str(generated))
+
+
+class FilterModule:
+    def filters(self):
+        return {
+            "gpu_verify_findings": gpu_verify_findings,
+            "gpu_verify_failures": gpu_verify_failures,
+            "gpu_verify_row": gpu_verify_row,
+            "gpu_verify_images": gpu_verify_images,
+            "fleet_report": fleet_report,
+            "fleet_report_markdown": render_markdown,
+            "fleet_report_html": render_html,
+            "fleet_report_table": render_table,
+        }

@@ -1,0 +1,147 @@
+"""The probe's output parsing, the comparison with the lock, and the report's renderings.
+
+The GPU-shaped facts below are written for these tests (no GPU was at hand when they were):
+they exercise the comparison rules, not any machine's performance.
+"""
+
+import json
+
+import pytest
+from ansible_collections.gpufleet.node.plugins.module_utils._torch_report import (
+    build_report,
+    compare,
+    failures_message,
+    parse_probe_output,
+    render_html,
+    render_markdown,
+    render_table,
+    report_row,
+)
+
+DIGEST = "sha256:" + "a" * 64
+OTHER = "sha256:" + "b" * 64
+LOCK = {"image_digest": DIGEST, "driver_version": "580.95.05", "toolkit_version": "1.18.0-1",
+        "torch": "2.9.1+cu128", "cuda": "12.8", "cudnn": "91002", "min_gpus": {"hgx": 8, "gpu_nodes": 1},
+        "min_performance": 0.9, "reference": {"NVIDIA H100 80GB HBM3": {"bf16_tflops": 798, "copy_tbps": 3.0}}}
+
+
+def gpu_facts(gpus=8, tflops=760.0, copy=2.9, torch="2.9.1+cu128"):
+    devices = [{"index": i, "name": "NVIDIA H100 80GB HBM3", "uuid": f"GPU-{i}", "compute_capability": "9.0",
+                "total_memory": 85029158912, "multiprocessors": 132} for i in range(gpus)]
+    checks = {}
+    for i in range(gpus):
+        checks[f"matmul_bfloat16@cuda:{i}"] = {"passed": True, "value": 0.003, "bound": 0.02, "unit": "relative error"}
+        checks[f"tflops_bf16@cuda:{i}"] = {"passed": True, "value": tflops, "unit": "TFLOP/s"}
+        checks[f"copy_bandwidth@cuda:{i}"] = {"passed": True, "value": copy, "unit": "TB/s"}
+    return {"torch": torch, "cuda": "12.8", "cudnn": "91002", "nccl": "2.27.3", "cuda_available": True,
+            "device_count": gpus, "driver_version": "580.95.05", "devices": devices, "checks": checks,
+            "errors": [], "wall_time_s": 12.5}
+
+
+def observed(digest=DIGEST, toolkit="1.18.0-1"):
+    image = {"id": "sha256:" + "c" * 64, "digests": [f"reg.example/pytorch/pytorch@{digest}"]}
+    return {"driver_version": "580.95.05", "toolkit_version": toolkit,
+            "images": {"gpufleet-jupyter": image, "gpufleet-ssh": image, "probe": image}}
+
+
+def failed(findings):
+    return {f["check"]: (f["expected"], f["measured"]) for f in findings if not f["passed"]}
+
+
+def test_parse_takes_the_last_json_line():
+    facts = parse_probe_output(0, 'warning: noise\n{"torch": "2.13.0+cpu", "errors": []}\n', "")
+    assert facts["torch"] == "2.13.0+cpu"
+
+
+@pytest.mark.parametrize(("stdout", "stderr", "message"), [
+    ("", 'exec: "python3": executable file not found in $PATH', "has no python3"),
+    ("", "Unable to find image", "printed no result"),
+    ('{"errors": ["import torch failed: ModuleNotFoundError"]}', "", "torch is not importable"),
+    ("{not json", "", "not JSON"),
+])
+def test_parse_failures_say_why(stdout, stderr, message):
+    with pytest.raises(ValueError, match=message):
+        parse_probe_output(127, stdout, stderr)
+
+
+def test_a_node_that_matches_the_lock_passes_every_check():
+    findings = compare(gpu_facts(), observed(), LOCK, require_gpu=True, groups=["gpu_nodes", "hgx"])
+    assert failed(findings) == {}
+    checks = {f["check"] for f in findings}
+    assert {"image (gpufleet-jupyter)", "cuda_available", "gpus", "driver", "toolkit", "torch", "cuda", "cudnn",
+            "tflops_bf16@cuda:7", "copy_bandwidth@cuda:0", "matmul_bfloat16@cuda:3"} <= checks
+
+
+def test_drifted_image_slow_gpu_and_missing_gpus_are_named():
+    facts = gpu_facts(gpus=7, tflops=700.0)
+    findings = compare(facts, observed(digest=OTHER), LOCK, require_gpu=True, groups=["gpu_nodes", "hgx"])
+    bad = failed(findings)
+    assert bad["image (gpufleet-jupyter)"] == (DIGEST, OTHER)
+    assert bad["gpus"] == (">= 8", 7)
+    assert bad["tflops_bf16@cuda:0"] == (">= 718.2 TFLOP/s", 700.0)   # 90% of 798
+    message = failures_message("gpu17", findings)
+    assert "gpu17: gpus: expected >= 8, measured 7" in message
+    assert f"gpu17: image (gpufleet-ssh): expected {DIGEST}, measured {OTHER}" in message
+
+
+def test_no_gpu_fails_only_when_required():
+    cpu = {"torch": "2.9.1+cu128", "cuda": "12.8", "cudnn": "91002", "cuda_available": False, "device_count": 0,
+           "devices": [], "checks": {"matmul_float32@cpu": {"passed": True, "value": 1e-7, "bound": 2e-3}},
+           "errors": [], "driver_version": ""}
+    lab = {**observed(), "driver_version": "", "toolkit_version": ""}
+    assert failed(compare(cpu, lab, LOCK, require_gpu=False, groups=["gpu_nodes"])) == {}
+    bad = failed(compare(cpu, lab, LOCK, require_gpu=True, groups=["gpu_nodes"]))
+    assert bad["cuda_available"] == (True, False)
+    assert bad["gpus"] == (">= 1", 0)
+    assert bad["driver"] == ("580.95.05", "none")
+
+
+def test_archive_nodes_match_by_image_id():
+    image = {"id": "sha256:" + "d" * 64, "digests": []}
+    lock = {"image_digest": DIGEST, "image_id": image["id"]}
+    assert failed(compare(gpu_facts(1), {"images": {"probe": image}}, lock, True, [])) == {}
+
+
+def test_check_errors_are_failures_not_crashes():
+    facts = gpu_facts(1)
+    facts["checks"]["nccl_all_reduce"] = {"passed": False, "error": "RuntimeError: NCCL error"}
+    bad = failed(compare(facts, observed(), {}, True, []))
+    assert bad["nccl_all_reduce"] == ("no error", "RuntimeError: NCCL error")
+
+
+def report():
+    good = compare(gpu_facts(), observed(), LOCK, True, ["hgx"])
+    drifted = compare(gpu_facts(torch="2.9.0+cu128"), observed(digest=OTHER), LOCK, True, ["hgx"])
+    rows = [report_row("node-b", gpu_facts(torch="2.9.0+cu128"), observed(digest=OTHER), drifted),
+            report_row("node-a", gpu_facts(), observed(), good),
+            report_row("node-c", gpu_facts(), observed(), good)]
+    return build_report(rows, LOCK, "2026-11-22T12:00:00Z")
+
+
+def test_report_summarises_and_finds_drift():
+    data = report()
+    assert [r["host"] for r in data["hosts"]] == ["node-a", "node-b", "node-c"]
+    assert data["summary"] == {"hosts": 3, "passed": 2, "failed": ["node-b"]}
+    assert data["drift"] == {"image": ["node-b"], "torch": ["node-b"]}
+    assert data["hosts"][0]["tflops_bf16"] == 760.0
+    json.dumps(data)   # the JSON report is plain data
+
+
+def test_markdown_and_table_show_failures_and_drift():
+    data = report()
+    markdown = render_markdown(data)
+    assert "2 of 3 hosts pass." in markdown
+    assert "| node-b (drift: image, torch) |" in markdown
+    assert "- node-b: torch: expected 2.9.1+cu128, measured 2.9.0+cu128" in markdown
+    table = render_table(data)
+    assert table[0].split() == ["host", "GPUs", "driver", "image", "torch", "bf16", "checks"]
+    assert "FAIL" in table[2] and table[1].endswith("pass")
+
+
+def test_html_is_one_self_contained_escaped_page():
+    data = report()
+    data["hosts"][0]["host"] = "<script>alert(1)</script>"
+    page = render_html(data)
+    assert page.startswith("<!DOCTYPE html>") and "<script" not in page and "&lt;script&gt;" in page
+    assert "http://" not in page and "https://" not in page   # nothing fetched from elsewhere
+    assert page.count('<tr class="fail">') == 1 and page.count('class="drift"') == 2
