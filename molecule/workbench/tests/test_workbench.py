@@ -126,6 +126,10 @@ def test_sshd_runs_with_reduced_capabilities_and_never_privileged(host):
         assert "no-new-privileges" in container["HostConfig"]["SecurityOpt"]
     jupyter = next(c for c in inspect if c["Name"] == "/gpufleet-jupyter")
     assert jupyter["Config"]["User"] == "1000:1000"
+    for container in inspect:   # what multi-GPU training needs: shared memory and ulimits
+        assert container["HostConfig"]["ShmSize"] == 16 * 1024**3
+        limits = {u["Name"]: (u["Soft"], u["Hard"]) for u in container["HostConfig"]["Ulimits"]}
+        assert limits == {"memlock": (8388608, 8388608), "stack": (67108864, 67108864)}   # lab memlock cap
 
 
 # --- Jupyter -----------------------------------------------------------------------------
