@@ -138,20 +138,44 @@ def report_row(host: str, facts: dict, observed: dict, findings: list) -> dict:
     }
 
 
-def drift(rows: list) -> dict:
-    """For each column, the hosts whose value differs from what most hosts have."""
+LOCKED_COLUMNS = {"driver": "driver_version", "toolkit": "toolkit_version", "torch": "torch", "cuda": "cuda",
+                  "cudnn": "cudnn"}
+
+
+def _drifted_from_lock(row: dict, column: str, lock: dict):
+    """True/False where the lock says what the column must be; None where it does not."""
+    if column == "image":
+        wanted = {v.split("@")[-1] for v in (lock.get("image_digest"), lock.get("image_id")) if v}
+        return bool(wanted) and any(label not in wanted for label in row["image"]) if wanted else None
+    key = LOCKED_COLUMNS.get(column)
+    if not key or not lock.get(key) or row[column] in ("", None):
+        return None
+    return str(row[column]) != str(lock[key])
+
+
+def drift(rows: list, lock: dict | None = None) -> dict:
+    """For each column, the hosts that differ from the lock or, where the lock is silent, from
+    what most hosts have (a tie names nobody: there is no majority to drift from)."""
+    lock = lock or {}
     out = {}
     for column in ("driver", "toolkit", "image", "torch", "cuda", "cudnn", "gpu_models"):
-        values = [json.dumps(r[column], sort_keys=True) for r in rows]
+        verdicts = {r["host"]: _drifted_from_lock(r, column, lock) for r in rows}
+        hosts = sorted(h for h, v in verdicts.items() if v)
+        unlocked = [r for r in rows if verdicts[r["host"]] is None]
+        values = [json.dumps(r[column], sort_keys=True) for r in unlocked]
         if len(set(values)) > 1:
-            common = max(set(values), key=values.count)
-            out[column] = sorted(r["host"] for r, v in zip(rows, values, strict=True) if v != common)
+            counts = sorted((values.count(v) for v in set(values)), reverse=True)
+            if counts[0] > counts[1]:
+                common = max(set(values), key=values.count)
+                hosts += [r["host"] for r, v in zip(unlocked, values, strict=True) if v != common]
+        if hosts:
+            out[column] = sorted(hosts)
     return out
 
 
 def build_report(rows: list, lock: dict, generated: str) -> dict:
     rows = sorted(rows, key=lambda r: r["host"])
-    return {"generated": generated, "lock": lock, "hosts": rows, "drift": drift(rows),
+    return {"generated": generated, "lock": lock, "hosts": rows, "drift": drift(rows, lock),
             "summary": {"hosts": len(rows), "passed": sum(r["passed"] for r in rows),
                         "failed": sorted(r["host"] for r in rows if not r["passed"])}}
 
@@ -204,10 +228,12 @@ def render_table(report: dict) -> list:
 
 
 _CSS = """body{font:14px system-ui,sans-serif;margin:24px;color:#1d2430}h1{font-size:20px}
-table{border-collapse:collapse;width:100%}th,td{border:1px solid #d0d7de;padding:6px 8px;text-align:left;
-vertical-align:top}th{background:#f3f5f7}tr.fail td{background:#fde8e8}td.drift{background:#fff4cc;
-font-weight:600}.pass{color:#137333;font-weight:600}.fail-label{color:#b3261e;font-weight:600}
-.summary{margin:8px 0 16px}ul{margin:4px 0;padding-left:18px}small{color:#57606a}"""
+table{border-collapse:collapse;width:100%;table-layout:auto}th,td{border:1px solid #d0d7de;padding:6px 8px;
+text-align:left;vertical-align:top}th{background:#f3f5f7;white-space:nowrap}
+td.checks{overflow-wrap:anywhere}tr.failed td{background:#fde8e8}
+tr td.drift{background:#ffe9a8;font-weight:600}span.pass{color:#137333;font-weight:600}
+span.fail-label{color:#b3261e;font-weight:600}.summary{margin:8px 0 16px}ul{margin:4px 0;padding-left:18px}
+small{color:#57606a}"""
 
 
 def render_html(report: dict) -> str:
@@ -221,15 +247,16 @@ def render_html(report: dict) -> str:
         for key, _ in COLUMNS:
             if key == "passed":
                 if row["passed"]:
-                    cells.append('<td><span class="pass">pass</span></td>')
+                    cells.append('<td class="checks"><span class="pass">pass</span></td>')
                 else:
                     items = "".join(f"<li>{esc(f['check'])}: expected {esc(str(f['expected']))}, "
                                     f"measured {esc(str(f['measured']))}</li>" for f in row["failed"])
-                    cells.append(f'<td><span class="fail-label">{esc(_status(row))}</span><ul>{items}</ul></td>')
+                    cells.append(f'<td class="checks"><span class="fail-label">{esc(_status(row))}</span>'
+                                 f"<ul>{items}</ul></td>")
                 continue
             klass = ' class="drift"' if key in drifted else ""
             cells.append(f"<td{klass}>{esc(_cell(row[key]))}</td>")
-        body.append(f'<tr class="{"pass" if row["passed"] else "fail"}">' + "".join(cells) + "</tr>")
+        body.append(f'<tr class="{"passed" if row["passed"] else "failed"}">' + "".join(cells) + "</tr>")
     summary = report["summary"]
     drift_items = "".join(f"<li>{esc(c)}: {esc(', '.join(h))}</li>" for c, h in sorted(report["drift"].items()))
     lock = report.get("lock") or {}
@@ -240,5 +267,6 @@ def render_html(report: dict) -> str:
             f" &middot; lock image {esc(str(lock.get('image_digest') or lock.get('image_id') or '-'))}</div>"
             f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
             + (f"<h2>Drift</h2><ul>{drift_items}</ul>" if drift_items else "")
-            + "<p><small>Rows in red failed a check against the lock; yellow cells differ from most hosts."
+            + "<p><small>Rows in red failed a check against the lock; yellow cells differ from the lock"
+              " (where it says nothing: from most hosts)."
               "</small></p></body></html>\n")

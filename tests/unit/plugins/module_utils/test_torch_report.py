@@ -10,6 +10,7 @@ import pytest
 from ansible_collections.gpufleet.node.plugins.module_utils._torch_report import (
     build_report,
     compare,
+    drift,
     failures_message,
     parse_probe_output,
     render_html,
@@ -144,4 +145,20 @@ def test_html_is_one_self_contained_escaped_page():
     page = render_html(data)
     assert page.startswith("<!DOCTYPE html>") and "<script" not in page and "&lt;script&gt;" in page
     assert "http://" not in page and "https://" not in page   # nothing fetched from elsewhere
-    assert page.count('<tr class="fail">') == 1 and page.count('class="drift"') == 2
+    assert page.count('<tr class="failed">') == 1 and page.count('class="drift"') == 2
+
+
+def test_drift_is_measured_against_the_lock_first():
+    # Two hosts, one of them off the lock: the lock decides, not a 1:1 "majority".
+    rows = [report_row("a", gpu_facts(), observed(), []), report_row("b", gpu_facts(), observed(digest=OTHER), [])]
+    assert drift(rows, LOCK) == {"image": ["b"]}
+    # Without a lock a tie names nobody, a majority names the odd one out.
+    assert drift(rows, {}) == {}
+    rows.append(report_row("c", gpu_facts(), observed(), []))
+    assert drift(rows, {}) == {"image": ["b"]}
+
+
+def test_archive_hosts_are_not_drift_when_their_image_id_is_locked():
+    archive = {**observed(), "images": {"probe": {"id": "sha256:" + "d" * 64, "digests": []}}}
+    rows = [report_row("a", gpu_facts(), observed(), []), report_row("air", gpu_facts(), archive, [])]
+    assert drift(rows, {**LOCK, "image_id": "sha256:" + "d" * 64}) == {}
