@@ -47,6 +47,13 @@ def ip(name):
 
 
 @pytest.fixture
+def only_once(host):
+    """Tests that cost a playbook run or a node restart run on the first node only."""
+    if host.backend.get_hostname() != "gpufleet-mol-wb1":
+        pytest.skip("runs on gpufleet-mol-wb1 only")
+
+
+@pytest.fixture
 def token(host):
     return host.ansible.get_variables()["jupyter_container_token"]
 
@@ -207,7 +214,7 @@ def test_services_are_enabled_and_run_the_pinned_image(host, airgapped):
         assert f"{IMAGE_ID} " in host.check_output("systemctl cat gpufleet-ssh")
 
 
-def test_workspace_survives_restart_redeploy_and_reboot(host, ip, name, playbook):
+def test_workspace_survives_restart_redeploy_and_reboot(host, ip, name, playbook, only_once):
     marker = uuid.uuid4().hex
     wrote = ssh(ip, f"echo {marker} > /workspace/keep.txt && mkdir -p /models/m && touch /data/d /logs/l")
     assert wrote.returncode == 0, wrote.stderr
@@ -242,7 +249,7 @@ def test_workspace_survives_restart_redeploy_and_reboot(host, ip, name, playbook
         assert back.returncode == 0, back
 
 
-def test_unchanged_settings_do_not_restart_anything(host, playbook):
+def test_unchanged_settings_do_not_restart_anything(host, playbook, only_once):
     started = host.check_output("docker inspect -f '{{.State.StartedAt}}' gpufleet-ssh gpufleet-jupyter")
     run = playbook("converge.yml")
     assert run.clean, run
@@ -277,7 +284,7 @@ def test_digest_mismatch_fails_and_the_services_keep_running(host, ip, name, air
      "Jupyter is published beyond loopback only with TLS"),
     ({"jupyter_container_gpus": "several"}, "jupyter_container_gpus"),
 ])
-def test_bad_input_fails_before_any_change_naming_the_variable(host, name, playbook, extra, named):
+def test_bad_input_fails_before_any_change_naming_the_variable(host, name, playbook, extra, named, only_once):
     units = [host.file(f"/etc/systemd/system/{unit}.service").sha256sum for unit in UNITS]
     run = playbook("converge.yml", "--limit", name, "-e", json.dumps(extra))
     assert run.returncode != 0
@@ -295,13 +302,6 @@ REPO = Path(__file__).resolve().parents[3]
 def verify(playbook, report_dir, *args):
     return playbook(str(REPO / "playbooks" / "verify.yml"), "-e", json.dumps(
         {"gpu_verify_image": IMAGE_ID, "gpu_verify_report_dir": str(report_dir)}), *args)
-
-
-@pytest.fixture
-def only_once(host):
-    """Fleet-wide tests run once, from the first node's turn."""
-    if host.backend.get_hostname() != "gpufleet-mol-wb1":
-        pytest.skip("fleet-wide: runs once")
 
 
 def test_verify_probes_torch_in_the_image_and_reports_the_fleet(only_once, playbook, tmp_path):
