@@ -13,10 +13,10 @@ from ansible_collections.gpufleet.node.plugins.module_utils._container_service i
 )
 
 
-def container_service_argv(spec, gpu_count=0, cdi=True):
+def container_service_argv(spec, gpu_count=0, cdi=True, gpus_ready=True):
     """The service's docker run argv; an impossible GPU or ulimit setting fails naming it."""
     try:
-        return docker_run_argv(dict(spec), int(gpu_count), bool(cdi))
+        return docker_run_argv(dict(spec), int(gpu_count), bool(cdi), bool(gpus_ready))
     except ServiceSpecError as exc:
         raise AnsibleFilterError(f"{spec.get('name', 'service')}: {exc}") from exc
 

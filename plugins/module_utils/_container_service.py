@@ -81,8 +81,12 @@ def ulimit_args(ulimits: dict) -> list[str]:
     return args
 
 
-def docker_run_argv(spec: dict, gpu_count: int, cdi: bool) -> list[str]:
-    """The complete `docker run` argv of a service (docker binary first)."""
+def docker_run_argv(spec: dict, gpu_count: int, cdi: bool, gpus_ready: bool = True) -> list[str]:
+    """The complete `docker run` argv of a service (docker binary first).
+
+    The GPU selection is checked against the GPUs the host has; with ``gpus_ready`` false (the
+    driver is installed but not loaded yet) none are handed over, or the container could not start.
+    """
     name = spec["name"]
     argv = [spec.get("docker", "/usr/bin/docker"), "run", "--rm", "--name", name,
             "--pull", "never", "--init", "--label", f"gpufleet.service={name}"]
@@ -106,7 +110,8 @@ def docker_run_argv(spec: dict, gpu_count: int, cdi: bool) -> list[str]:
         argv += ["--memory", str(spec["memory"])]
     if spec.get("cpus"):
         argv += ["--cpus", str(spec["cpus"])]
-    argv += gpu_args(gpu_devices(spec.get("gpus", "none"), gpu_count), cdi)
+    devices = gpu_devices(spec.get("gpus", "none"), gpu_count)
+    argv += gpu_args(devices if gpus_ready else [], cdi)
     for port in spec.get("publish", []):
         argv += ["--publish", port]
     for mount in spec.get("volumes", []):

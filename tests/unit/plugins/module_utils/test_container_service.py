@@ -101,3 +101,10 @@ def test_systemd_quote_round_trips(argv):
     unquoted = shlex.split(line.replace("%%", "%").replace("$$", "$"), posix=True)
     assert unquoted == argv
     assert "%%" in line or "%" not in "".join(argv)
+
+
+def test_gpus_wait_for_a_loaded_driver_but_are_still_checked():
+    spec = {**BASE, "gpus": 2}
+    assert "--device" not in docker_run_argv(spec, gpu_count=8, cdi=True, gpus_ready=False)
+    with pytest.raises(ServiceSpecError, match="the host has 1"):
+        docker_run_argv(spec, gpu_count=1, cdi=True, gpus_ready=False)
