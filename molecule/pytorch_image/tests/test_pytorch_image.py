@@ -110,6 +110,18 @@ def test_bad_pin_fails_before_any_change(host, airgapped, playbook, extra, messa
     assert host.check_output("docker images -q --no-trunc | sort | md5sum") == before
 
 
+def forget_in_registry(lab_registry, name):
+    """Delete every tag of a repository from the lab registry (a run before this one may have pushed)."""
+    base = f"http://{lab_registry}/v2/{name}"
+    tags = requests.get(f"{base}/tags/list", timeout=10)
+    for tag in (tags.json().get("tags") or []) if tags.status_code == 200 else []:
+        head = requests.head(f"{base}/manifests/{tag}", timeout=10, headers={
+            "Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+        digest = head.headers.get("Docker-Content-Digest")
+        if digest:
+            requests.delete(f"{base}/manifests/{digest}", timeout=10).raise_for_status()
+
+
 def built_images(host, repository):
     out = host.check_output(f"docker images --format '{{{{.Repository}}}}:{{{{.Tag}}}}' {repository}")
     return [line for line in out.splitlines() if line]
@@ -127,6 +139,7 @@ def test_build_source_derives_a_labelled_workbench_image_from_the_pin(host, airg
     extra = {"pytorch_image_source": "build", "pytorch_image_build_repository": repository,
              "pytorch_image_build_push": True}
     host.run(f"docker images -q {repository} | xargs -r docker image rm -f")
+    forget_in_registry(lab_registry, "lab/pytorch-workbench-built")
 
     first = on_this_node(playbook, host, extra)
     assert first.returncode == 0, first
@@ -160,3 +173,4 @@ def test_build_source_derives_a_labelled_workbench_image_from_the_pin(host, airg
     assert changed.returncode == 0, changed
     assert len(built_images(host, repository)) == 2
     host.run(f"docker images -q {repository} | xargs -r docker image rm -f")
+    forget_in_registry(lab_registry, "lab/pytorch-workbench-built")
