@@ -8,10 +8,13 @@ from ansible_collections.gpufleet.node.plugins.module_utils._torch_report import
     build_report,
     compare,
     failures_message,
+    lock_problems,
     render_html,
     render_markdown,
     render_table,
     report_row,
+    unverified_reason,
+    unverified_row,
 )
 
 
@@ -43,6 +46,25 @@ def gpu_verify_images(container_results, images, probe_image=""):
     return found
 
 
+def gpu_verify_unverified(hosts, hostvars, active_hosts):
+    """Rows for the play's nodes that have no verification result and a reason for it."""
+    rows = []
+    for host in hosts:
+        node = hostvars[host]
+        if "gpu_verify_result" in node:
+            continue
+        keys = ("fleet_run_failed_stage", "fleet_run_failed_message", "fleet_run_not_reached")
+        reason = unverified_reason({k: node[k] for k in keys if k in node}, host in active_hosts)
+        if reason:
+            rows.append(unverified_row(host, reason))
+    return rows
+
+
+def gpu_verify_lock_problems(lock, pins):
+    """Why the inventory's pins disagree with the lock (empty: they agree)."""
+    return lock_problems(dict(lock or {}), dict(pins or {}))
+
+
 def fleet_report(rows, lock, generated):
     return build_report([dict(r) for r in rows], dict(lock or {}), str(generated))
 
@@ -54,6 +76,8 @@ class FilterModule:
             "gpu_verify_failures": gpu_verify_failures,
             "gpu_verify_row": gpu_verify_row,
             "gpu_verify_images": gpu_verify_images,
+            "gpu_verify_unverified": gpu_verify_unverified,
+            "gpu_verify_lock_problems": gpu_verify_lock_problems,
             "fleet_report": fleet_report,
             "fleet_report_markdown": render_markdown,
             "fleet_report_html": render_html,

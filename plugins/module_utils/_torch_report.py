@@ -138,6 +138,56 @@ def report_row(host: str, facts: dict, observed: dict, findings: list) -> dict:
     }
 
 
+PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
+
+
+def lock_problems(lock: dict, pins: dict) -> list:
+    """Why the inventory's pins cannot bring a node to the state the lock records: a missing or
+    placeholder lock, or a pin that differs from it. Pins the inventory leaves empty follow the
+    lock's and are not compared."""
+    lock = lock or {}
+    if not lock.get("image_digest") and not lock.get("image_id"):
+        return ["gpu_verify_lock has no image_digest or image_id: write it with playbooks/lock.yml"]
+    if lock.get("image_digest") == PLACEHOLDER_DIGEST:
+        return ["gpu_verify_lock is still the example's placeholder (image_digest sha256:000...): "
+                "write it with playbooks/lock.yml"]
+    problems = []
+
+    def differ(pin, value, key, wanted):
+        if value and wanted and str(value) != str(wanted):
+            problems.append(f"{pin} is {value}, the lock's {key} is {wanted}")
+
+    differ("pytorch_image_digest", pins.get("image_digest"), "image_digest", lock.get("image_digest"))
+    differ("pytorch_image_repository", pins.get("image_repository"), "image_repository", lock.get("image_repository"))
+    differ("pytorch_image_id", pins.get("image_id"), "image_id", lock.get("image_id"))
+    driver = str(pins.get("driver_version") or "").split(":")[-1].split("-")[0]   # 3:580.95.05-1.el9
+    differ("nvidia_driver_version", driver, "driver_version", lock.get("driver_version"))
+    differ("nvidia_container_toolkit_version", pins.get("toolkit_version"), "toolkit_version",
+           lock.get("toolkit_version"))
+    return problems
+
+
+def unverified_row(host: str, reason: str) -> dict:
+    """A row for a node the run did not verify (an earlier stage failed, or no batch reached it)."""
+    return {"host": host, "gpus": None, "gpu_models": [], "driver": "", "toolkit": "", "image": [], "torch": "",
+            "cuda": "", "cudnn": "", "cuda_available": False, "tflops_bf16": None, "copy_tbps": None,
+            "probe_s": None, "passed": False, "unverified": reason,
+            "failed": [_finding("run", "converged and verified", reason, False)], "findings": []}
+
+
+def unverified_reason(node_vars, active: bool):
+    """Why a node has no verification result, from the facts the site run left on it; None
+    where it simply was not probed (--check before the image is there)."""
+    if node_vars.get("fleet_run_failed_stage") is not None:
+        stage, message = node_vars["fleet_run_failed_stage"], node_vars.get("fleet_run_failed_message", "")
+        return f"failed in the {stage} stage: {message}".strip()
+    if node_vars.get("fleet_run_not_reached") is not None:
+        return f"not reached: {node_vars['fleet_run_not_reached']}"
+    if not active:
+        return "unreachable, or failed before the verification"
+    return None
+
+
 LOCKED_COLUMNS = {"driver": "driver_version", "toolkit": "toolkit_version", "torch": "torch", "cuda": "cuda",
                   "cudnn": "cudnn"}
 
@@ -157,6 +207,7 @@ def drift(rows: list, lock: dict | None = None) -> dict:
     """For each column, the hosts that differ from the lock or, where the lock is silent, from
     what most hosts have (a tie names nobody: there is no majority to drift from)."""
     lock = lock or {}
+    rows = [r for r in rows if not r.get("unverified")]   # nothing measured: neither drifted nor a majority
     out = {}
     for column in ("driver", "toolkit", "image", "torch", "cuda", "cudnn", "gpu_models"):
         verdicts = {r["host"]: _drifted_from_lock(r, column, lock) for r in rows}
@@ -194,6 +245,8 @@ COLUMNS = [("host", "host"), ("gpus", "GPUs"), ("gpu_models", "model"), ("driver
 
 
 def _status(row):
+    if row.get("unverified"):
+        return "not verified"
     return "pass" if row["passed"] else f"FAIL ({len(row['failed'])})"
 
 

@@ -12,11 +12,14 @@ from ansible_collections.gpufleet.node.plugins.module_utils._torch_report import
     compare,
     drift,
     failures_message,
+    lock_problems,
     parse_probe_output,
     render_html,
     render_markdown,
     render_table,
     report_row,
+    unverified_reason,
+    unverified_row,
 )
 
 DIGEST = "sha256:" + "a" * 64
@@ -162,3 +165,41 @@ def test_archive_hosts_are_not_drift_when_their_image_id_is_locked():
     archive = {**observed(), "images": {"probe": {"id": "sha256:" + "d" * 64, "digests": []}}}
     rows = [report_row("a", gpu_facts(), observed(), []), report_row("air", gpu_facts(), archive, [])]
     assert drift(rows, {**LOCK, "image_id": "sha256:" + "d" * 64}) == {}
+
+
+def test_nodes_the_run_did_not_verify_are_listed_with_why_and_never_drift():
+    rows = [report_row("node-a", gpu_facts(), observed(), compare(gpu_facts(), observed(), LOCK, groups=["hgx"]))]
+    reasons = {
+        "node-b": unverified_reason({"fleet_run_failed_stage": "docker",
+                                     "fleet_run_failed_message": "Start docker: boom"}, True),
+        "node-c": unverified_reason({"fleet_run_not_reached": "the run stopped after node-b failed"}, True),
+        "node-d": unverified_reason({}, False),
+    }
+    assert reasons["node-b"] == "failed in the docker stage: Start docker: boom"
+    assert reasons["node-c"] == "not reached: the run stopped after node-b failed"
+    assert reasons["node-d"] == "unreachable, or failed before the verification"
+    assert unverified_reason({}, True) is None   # simply not probed (--check before the image is there)
+    data = build_report(rows + [unverified_row(h, r) for h, r in reasons.items()], LOCK, "now")
+    assert data["summary"] == {"hosts": 4, "passed": 1, "failed": ["node-b", "node-c", "node-d"]}
+    assert data["drift"] == {}   # three empty rows are no majority the measured node drifts from
+    markdown = render_markdown(data)
+    assert "| node-b | - |" in markdown and "not verified" in markdown
+    assert "- node-c: run: expected converged and verified, measured not reached: the run stopped" in markdown
+    assert render_table(data)[3].endswith("not verified")
+
+
+@pytest.mark.parametrize(("lock", "pins", "problems"), [
+    (LOCK, {"image_digest": DIGEST, "driver_version": "580.95.05-1", "toolkit_version": "1.18.0-1"}, []),
+    (LOCK, {}, []),   # pins the inventory leaves empty follow the lock
+    (LOCK, {"driver_version": "3:580.95.05-1.el9"}, []),   # epoch and release are the package's, not the driver's
+    (LOCK, {"image_digest": OTHER}, [f"pytorch_image_digest is {OTHER}, the lock's image_digest is {DIGEST}"]),
+    (LOCK, {"driver_version": "580.82.07-1", "toolkit_version": "1.17.8-1"},
+     ["nvidia_driver_version is 580.82.07, the lock's driver_version is 580.95.05",
+      "nvidia_container_toolkit_version is 1.17.8-1, the lock's toolkit_version is 1.18.0-1"]),
+    ({}, {"image_digest": DIGEST},
+     ["gpu_verify_lock has no image_digest or image_id: write it with playbooks/lock.yml"]),
+    ({"image_digest": "sha256:" + "0" * 64}, {}, ["gpu_verify_lock is still the example's placeholder "
+                                                  "(image_digest sha256:000...): write it with playbooks/lock.yml"]),
+])
+def test_onboarding_refuses_pins_that_differ_from_the_lock(lock, pins, problems):
+    assert lock_problems(lock, pins) == problems
