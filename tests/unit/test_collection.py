@@ -51,7 +51,8 @@ def test_release_tarball_installs_without_lab_artifacts(tmp_path):
         names = tar.getnames()
     assert "roles/docker/tasks/main.yml" in names
     assert "plugins/module_utils/_daemon_json.py" in names
-    leaked = [n for n in names if n.split("/")[0] in {"lab", "molecule", "tests", ".venv", ".ci", "collections"}
+    leaked = [n for n in names if n.split("/")[0] in {"lab", "molecule", "tests", ".venv", ".ci", "collections", "bench",
+                                                       "build", "fleet-report"}
               or n.startswith("inventories/lab")]
     assert leaked == []
     install_dir = tmp_path / "installed"
