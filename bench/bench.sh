@@ -208,14 +208,17 @@ play() {
     "$LOGS/$label.log" >"$LOGS/$label.tasks"
   RUNS+=("$label")
   save_state
-  if ((rc != 0)); then
-    FIG[$label]="failed"
-    FAILURES+=("$label: ansible-playbook exited $rc (see $LOGS/$label.log)")
-    log "$label: FAILED (rc $rc) after $RUN_S s, see $LOGS/$label.log"
-    tail -n 25 "$LOGS/$label.log" >&2
-    return 1
-  fi
+  ((rc == 0)) || { run_failed "$label" "ansible-playbook exited $rc"; return 1; }
   log "$label: $RUN_S s, changed=$RUN_CHANGED, ${FIG[$label.tasks]} task headers"
+}
+
+# run_failed LABEL WHY: mark a timed run as failed, keep why, show the end of its log.
+run_failed() {
+  local label=$1 why=$2
+  FIG[$label]="failed"
+  FAILURES+=("$label: $why (see $LOGS/$label.log)")
+  log "$label: FAILED ($why), see $LOGS/$label.log"
+  tail -n 25 "$LOGS/$label.log" >&2
 }
 
 # noop LABEL INVENTORY [args]: a no-op rerun, BENCH_REPEAT times, keeping the fastest.
@@ -251,13 +254,7 @@ floor() {
   awk -F'\t' '$1 == "FLOOR-STEP" {printf "%s\t%s\n", $2, $3}' "$LOGS/$label.log" >"$LOGS/$label.steps"
   FLOORS+=("$label")
   save_state
-  if ((rc != 0)); then
-    FIG[$label]="failed"
-    FAILURES+=("$label: floor/$script exited $rc (see $LOGS/$label.log)")
-    log "$label: FAILED (rc $rc), see $LOGS/$label.log"
-    tail -n 25 "$LOGS/$label.log" >&2
-    return 1
-  fi
+  ((rc == 0)) || { run_failed "$label" "floor/$script exited $rc"; return 1; }
   log "$label: ${FIG[$label]} s"
 }
 
