@@ -412,6 +412,13 @@ render() {
     else
       printf '| 2a. no-op rerun, Docker stage | %s | - | - | ≤ 4 s per node | - |\n' "$(fmt $k)"
     fi
+    # The stage alone: the docker role's and apt_helpers' tasks in the (last) no-op run, without
+    # ansible-playbook's start-up, the validation play, fact gathering and the fleet_run bookkeeping.
+    if [[ -s $LOGS/$k.tasks ]]; then
+      read -r n a < <(awk -F'\t' '$2 ~ /^gpufleet\.node\.(docker|apt_helpers) : / {s += $1; n++} END {printf "%d %.1f\n", n, s}' "$LOGS/$k.tasks")
+      printf "| 2a'. the same, the Docker stage's own %s tasks only (profile_tasks sum of the last run) | %s s | %s s (whole command) | - | ≤ 4 s per node | %s |\n" \
+        "$n" "$a" "${FIG[$k]:-}" "$(verdict "$a" 4)"
+    fi
     k=site.noop
     if isnum "${FIG[$k]:-}" && isnum "${FIG[site.fresh]:-}"; then
       printf '| 2b. no-op rerun, site.yml, 1 node (changed=%s%s) | %s s | %s s (fresh converge%s) | %s %% | ≤ 10 %% | %s |\n' \
