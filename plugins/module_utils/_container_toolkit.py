@@ -55,3 +55,64 @@ def check_pin(version, index_text=None, repo=""):
             f"{', '.join(offered) or 'no common version'}"
         )
     return version
+
+
+# --- How a container gets its GPUs, by the Docker Engine on the node --------------------------
+# CDI device names (`docker run --device nvidia.com/gpu=all`) need Docker 25 or later (with
+# `features.cdi`, on by default from 28.2); Docker 20.10 (Debian 12's docker.io) answers
+# `could not select device driver "cdi"`. The nvidia runtime hook with the /dev/char links works
+# on every engine.
+CDI_MIN_DOCKER = (25, 0)
+NVML_FIXES = ("auto", "cdi", "dev_char_symlinks", "none")
+_VERSION_PREFIX = re.compile(r"^(?:[0-9]+:)?([0-9]+\.[0-9]+(?:\.[0-9]+)?)")
+# The engine each distribution's own archive carries (docker_install_method=distro), where the
+# lab or the distribution's documentation has it; elsewhere it is read from the node once installed.
+DISTRO_DOCKER = {("Debian", "12"): "20.10.24", ("Debian", "13"): "26.1.5"}
+
+
+def _version_tuple(version):
+    match = _VERSION_PREFIX.match(str(version or "").strip())
+    return tuple(int(part) for part in match.group(1).split(".")) if match else None
+
+
+def docker_cdi_capable(version):
+    """True, False, or None when the version is unknown."""
+    parsed = _version_tuple(version)
+    return None if parsed is None else parsed >= CDI_MIN_DOCKER
+
+
+def resolve_nvml_fix(requested, docker_version):
+    """The hand-over the node uses: ``auto`` becomes ``cdi`` on Docker 25+, else ``dev_char_symlinks``."""
+    if requested not in NVML_FIXES:
+        raise ToolkitPinError(
+            f"nvidia_container_toolkit_nvml_fix must be one of {', '.join(NVML_FIXES)}; got {requested!r}"
+        )
+    if requested != "auto":
+        return requested
+    return "cdi" if docker_cdi_capable(docker_version) else "dev_char_symlinks"
+
+
+def planned_docker_version(method, ce_version="", distro_version="", distribution="", major_version=""):
+    """The engine the docker role leaves on a node ("" when only the installed node can tell)."""
+    if method == "docker_repo":
+        return str(ce_version or "")
+    if distro_version:
+        match = _VERSION_PREFIX.match(str(distro_version))
+        return match.group(1) if match else ""
+    return DISTRO_DOCKER.get((str(distribution), str(major_version)), "")
+
+
+def gpu_handover_problems(requested, docker_version, where):
+    """Why the requested hand-over cannot work with that engine ([] when it can or cannot be told).
+
+    ``where`` says whose engine it is ("gpu1 runs", "docker_install_method=distro on Debian 12 installs").
+    """
+    if requested == "cdi" and docker_cdi_capable(docker_version) is False:
+        return [
+            f"nvidia_container_toolkit_nvml_fix=cdi hands GPUs to containers as CDI devices "
+            f"(docker run --device nvidia.com/gpu=...), which needs Docker Engine 25 or later, but {where} "
+            f"Docker {docker_version}: set nvidia_container_toolkit_nvml_fix to auto (the nvidia runtime hook and "
+            f"the /dev/char links on this engine) or dev_char_symlinks, or install Docker 25+ "
+            f"(docker_install_method=docker_repo with docker_ce_version)"
+        ]
+    return []

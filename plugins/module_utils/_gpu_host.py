@@ -488,6 +488,25 @@ def container_state(root):
     return False, None
 
 
+_DOCKERD_VERSION = re.compile(r"^Docker version ([0-9]+\.[0-9]+(?:\.[0-9]+)?)")
+
+
+def docker_version(runner, which):
+    """Version of the installed Docker Engine (``dockerd --version``), None when there is none.
+
+    The engine decides how GPUs reach containers: CDI device names need Docker 25 or later.
+    """
+    dockerd = which("dockerd")
+    if not dockerd:
+        return None
+    cmd = [dockerd, "--version"]
+    rc, out, err = runner(cmd)
+    if rc != 0:
+        raise CommandError(cmd, rc, out, err)
+    match = _DOCKERD_VERSION.match(out.strip())
+    return match.group(1) if match else None
+
+
 def collect(root, runner, which):
     """All ``gpu_host`` facts.
 
@@ -514,6 +533,7 @@ def collect(root, runner, which):
             "persistenced": persistenced_state(root, runner, which),
             "container": container,
             "container_engine": engine,
+            "docker_version": docker_version(runner, which),
         }
     )
     return facts

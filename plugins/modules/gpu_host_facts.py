@@ -261,6 +261,13 @@ ansible_facts:
           type: str
           returned: always
           choices: [docker, podman, lxc, systemd-nspawn, other]
+        docker_version:
+          description:
+            - Version of the installed Docker Engine (C(dockerd --version)), null when C(dockerd) is not installed.
+            - It decides how GPUs reach containers; CDI device names need Docker 25 or later.
+          type: str
+          returned: always
+          sample: 20.10.24
 """
 
 # Ansible's module layout puts imports after DOCUMENTATION, EXAMPLES and RETURN.

@@ -100,6 +100,50 @@ def test_below_the_threshold_the_other_nodes_finish_every_stage(only_once, playb
     assert f"{NODES[0]}: failed in the toolkit stage" in run.stdout, run
 
 
+# One run per stage tag (and combinations), each on the first node made to fail in that stage:
+# a rescued node must still end the run failed (rc 2), naming the stage and why, whatever stages
+# the run selects. The preflight stage only asserts the OS facts, which a lab node cannot fake.
+BROKEN_DAEMON_JSON = "/etc/docker/daemon.json"
+
+
+@pytest.mark.parametrize(("args", "stage", "extra", "message"), [
+    (("--tags", "driver"), "driver", {"nvidia_driver_version": "535.999.99-1"}, "535.999.99-1"),
+    (("--tags", "docker,toolkit"), "docker", {}, "daemon.json"),
+    (("--tags", "toolkit"), "toolkit", {"nvidia_container_toolkit_version": "1.99.0-1"}, "1.99.0-1"),
+    (("--skip-tags", "driver,image,services,verify"), "toolkit", {"nvidia_container_toolkit_version": "1.99.0-1"},
+     "1.99.0-1"),
+    (("--tags", "image,services"), "image", {"pytorch_image_digest": "sha256:" + "0" * 64}, "0" * 64),
+    # an image without JupyterLab, as the official pytorch/pytorch images are: refused before the unit changes
+    (("--tags", "services"), "services", {"jupyter_container_image": "BUSYBOX"}, "has no jupyter"),
+    (("--tags", "verify"), "verify", {"gpu_verify_require_gpu": True}, "cuda"),
+], ids=["driver", "docker,toolkit", "toolkit", "skip-tags", "image,services", "services", "verify"])
+def test_a_stage_run_that_fails_on_a_node_exits_non_zero(only_once, playbook, tmp_path, busybox_image, args, stage,
+                                                         extra, message):
+    if "BUSYBOX" in extra.values():
+        assert on(NODES[0], f"docker pull -q {busybox_image}").returncode == 0
+        extra = {key: busybox_image if value == "BUSYBOX" else value for key, value in extra.items()}
+        unit_before = on(NODES[0], "cat /etc/systemd/system/gpufleet-jupyter.service").stdout
+    if stage == "docker":   # a daemon.json that is not JSON; the running dockerd keeps its own copy
+        assert on(NODES[0], f"cp -p {BROKEN_DAEMON_JSON} {BROKEN_DAEMON_JSON}.test && "
+                            f"printf '{{not json' > {BROKEN_DAEMON_JSON}").returncode == 0
+    try:
+        run = playbook("converge.yml", "--limit", NODES[0], *args,
+                       "-e", json.dumps({**extra, "gpu_verify_report_dir": str(tmp_path)}))
+    finally:
+        if stage == "docker":
+            on(NODES[0], f"mv {BROKEN_DAEMON_JSON}.test {BROKEN_DAEMON_JSON}")
+    assert run.returncode == 2, run
+    assert run.recap[NODES[0]]["failed"] == 1, run
+    said = f"{NODES[0]}: failed in the {stage} stage" if stage != "verify" else f"{NODES[0]}: "
+    failures = [line for line in run.stdout.splitlines() if said in line and message.lower() in line.lower()]
+    assert failures, run
+    # the node keeps what it had: its services still run
+    assert all(active(NODES[0], unit) for unit in UNITS)
+    if stage == "services":
+        assert "pytorch_image_source" in run.stdout, run          # says what to set
+        assert on(NODES[0], "cat /etc/systemd/system/gpufleet-jupyter.service").stdout == unit_before
+
+
 @pytest.mark.parametrize(("args", "message"), [
     ((), "no --limit was given"),
     (("--limit", "gpu_nodes"), "covers every GPU node"),

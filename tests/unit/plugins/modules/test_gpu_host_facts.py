@@ -35,6 +35,7 @@ EXPECTED_COMMANDS = {
     "dpkg-query": ["-W", "-f", "${Package}\t${Version}\t${db:Status-Abbrev}\n", "*nvidia*"],
     "rpm": ["-qa", "--qf", "%{NAME}\t%{VERSION}-%{RELEASE}\n"],
     "systemctl": SYSTEMCTL_SHOW,
+    "dockerd": ["--version"],
 }
 
 
@@ -123,6 +124,7 @@ EXPECTED = {
         "persistenced": {"installed": True, "active": True, "enabled": True},
         "container": False,
         "container_engine": None,
+        "docker_version": "28.5.2",
     },
     "pcie_l40s": {
         "gpus": [
@@ -162,6 +164,7 @@ EXPECTED = {
         "persistenced": {"installed": True, "active": True, "enabled": True},
         "container": False,
         "container_engine": None,
+        "docker_version": None,
     },
     "no_gpu": {
         "gpus": [],
@@ -182,6 +185,7 @@ EXPECTED = {
         "persistenced": NOT_FOUND,
         "container": False,
         "container_engine": None,
+        "docker_version": None,
     },
     "container": {
         "gpus": [],
@@ -202,6 +206,7 @@ EXPECTED = {
         "persistenced": NOT_FOUND,
         "container": True,
         "container_engine": "docker",
+        "docker_version": "20.10.24",
     },
 }
 
@@ -598,7 +603,8 @@ def test_module_returns_the_facts_and_never_changes(monkeypatch, capsys):
     assert code == 0
     assert result["changed"] is False
     assert result["ansible_facts"] == {"gpu_host": EXPECTED["hgx_h100"]}
-    assert {tuple(cmd[:1]) for cmd, _ in calls} == {("/usr/bin/dpkg-query",), ("/usr/bin/systemctl",)}
+    assert {tuple(cmd[:1]) for cmd, _ in calls} == {
+        ("/usr/bin/dpkg-query",), ("/usr/bin/systemctl",), ("/usr/bin/dockerd",)}
     assert all(env == {"LC_ALL": "C"} for _, env in calls)
 
 
