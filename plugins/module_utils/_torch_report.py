@@ -75,9 +75,34 @@ def compare(facts: dict, observed: dict, lock: dict, require_gpu: bool = True, g
         if lock.get(key):
             findings.append(_finding(key, lock[key], facts.get(key, ""), str(facts.get(key, "")) == str(lock[key])))
 
+    findings += handover_findings(observed.get("gpu_handover") or {}, driver)
     findings += _probe_findings(facts, lock)
     for error in facts.get("errors", []):
         findings.append(_finding("probe", "no error", error, False))
+    return findings
+
+
+def handover_findings(handover: dict, driver: str) -> list:
+    """How the services get their GPUs, as the node has it now (drift a later start would meet).
+
+    ``runtimes``: the runtimes the running dockerd offers (None when not read: CDI, or no runtime
+    registered by the toolkit role). ``cdi_spec``: the CDI specification's text ("" when missing,
+    None when not read: another hand-over, or no loaded driver to write it for).
+    """
+    findings = []
+    runtimes = handover.get("runtimes")
+    if runtimes is not None:
+        ok = "nvidia" in runtimes
+        offered = ", ".join(sorted(runtimes)) or "none"
+        findings.append(_finding("gpu hand-over (nvidia runtime)", "registered with dockerd",
+                                 "registered" if ok else f"missing (dockerd offers: {offered})", ok))
+    spec = handover.get("cdi_spec")
+    if spec is not None:
+        fresh = bool(driver) and driver in spec
+        measured = "missing" if spec == "" else (f"for driver {driver}" if fresh else "written for another driver")
+        findings.append(_finding("gpu hand-over (CDI specification)",
+                                 f"{handover.get('cdi_spec_path', 'the CDI specification')} for driver {driver or '?'}",
+                                 measured, fresh))
     return findings
 
 

@@ -57,6 +57,28 @@ def test_container_runs_with_the_nvidia_runtime(host, busybox_image):
         host.check_output("mv /root/ncr.keep /usr/bin/nvidia-container-runtime")
 
 
+def test_auto_hands_gpus_over_by_the_runtime_hook_on_docker_20_10(host):
+    """The default (auto) on Debian 12's Docker 20.10: no CDI (the engine cannot select a "cdi" device
+    driver), but the nvidia runtime hook with the /dev/char links, which works on any engine."""
+    assert host.check_output("dockerd --version").startswith("Docker version 20.10.")
+    settings = json.loads(host.file("/etc/docker/daemon.json").content_string)
+    assert "cdi" not in settings.get("features", {})
+    rule = host.file("/etc/udev/rules.d/71-nvidia-dev-char.rules")
+    assert rule.exists and rule.contains("nvidia-ctk system create-dev-char-symlinks --create-all")
+
+
+def test_the_engine_refuses_cdi_devices_and_takes_the_runtime_hook(host, busybox_image):
+    """What the services' and the probe's docker run lines would meet on this engine (real dockerd,
+    STAND-IN toolkit: its hook exits 0 without GPUs)."""
+    host.check_output(f"docker pull -q {busybox_image}")
+    cdi = host.run(f"docker run --rm --device nvidia.com/gpu=all {busybox_image} true")
+    # the 20.10 CLI refuses the name itself; a newer CLI gets the 20.10 daemon's refusal
+    refusals = ("nvidia.com/gpu=all is not an absolute path", 'could not select device driver "cdi"')
+    assert cdi.rc == 125 and any(text in cdi.stderr for text in refusals), cdi
+    hook = host.run(f"docker run --rm --runtime nvidia --gpus all {busybox_image} echo hook-ok")
+    assert hook.rc == 0 and hook.stdout.strip() == "hook-ok", hook
+
+
 def test_rerun_says_why_gpu_steps_are_skipped(playbook):
     run = playbook("converge.yml")
     assert run.clean, run
@@ -80,6 +102,9 @@ def test_check_mode_on_the_converged_node_reports_no_change(playbook):
          "set nvidia_container_toolkit_repo_key_url to the key that signs it"),
         ({"nvidia_container_toolkit_nvml_fix": "udev"},
          "nvidia_container_toolkit_nvml_fix"),
+        # Debian 12's docker.io is 20.10: CDI device names would leave every GPU container unable to start
+        ({"nvidia_container_toolkit_nvml_fix": "cdi"},
+         "nvidia_container_toolkit_nvml_fix=cdi hands GPUs to containers as CDI devices"),
     ],
 )
 def test_bad_input_fails_before_any_change(host, playbook, extra, message):

@@ -203,3 +203,27 @@ def test_nodes_the_run_did_not_verify_are_listed_with_why_and_never_drift():
 ])
 def test_onboarding_refuses_pins_that_differ_from_the_lock(lock, pins, problems):
     assert lock_problems(lock, pins) == problems
+
+
+CDI_SPEC = ("cdiVersion: 0.5.0\nkind: nvidia.com/gpu\ncontainerEdits:\n  mounts:\n"
+            "  - hostPath: /usr/lib/x86_64-linux-gnu/libcuda.so.580.95.05\n")
+
+
+@pytest.mark.parametrize(("handover", "failures"), [
+    ({"runtimes": ["io.containerd.runc.v2", "nvidia", "runc"]}, {}),
+    ({"runtimes": ["io.containerd.runc.v2", "runc"]},
+     {"gpu hand-over (nvidia runtime)": ("registered with dockerd",
+                                         "missing (dockerd offers: io.containerd.runc.v2, runc)")}),
+    ({"cdi_spec_path": "/etc/cdi/nvidia.yaml", "cdi_spec": CDI_SPEC}, {}),
+    ({"cdi_spec_path": "/etc/cdi/nvidia.yaml", "cdi_spec": ""},
+     {"gpu hand-over (CDI specification)": ("/etc/cdi/nvidia.yaml for driver 580.95.05", "missing")}),
+    ({"cdi_spec_path": "/etc/cdi/nvidia.yaml", "cdi_spec": CDI_SPEC.replace("580.95.05", "570.172.08")},
+     {"gpu hand-over (CDI specification)": ("/etc/cdi/nvidia.yaml for driver 580.95.05",
+                                            "written for another driver")}),
+    ({"runtimes": None, "cdi_spec": None}, {}),      # not read: nothing to say
+])
+def test_a_broken_gpu_handover_is_drift(handover, failures):
+    findings = compare(gpu_facts(), {**observed(), "gpu_handover": handover}, LOCK, groups=["hgx"])
+    assert failed(findings) == failures
+    assert any(f["check"].startswith("gpu hand-over") for f in findings) == (handover != {"runtimes": None,
+                                                                                          "cdi_spec": None})
