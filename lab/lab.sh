@@ -14,7 +14,9 @@ WWW_DIR=$STATE_DIR/www
 GNUPG_DIR=$STATE_DIR/gnupg
 
 LAB_LABEL=gpufleet.lab=1
-NODE_IMAGE=gpufleet-lab/node:bookworm
+# Node images, one per Debian release the collection supports: gpufleet-lab/node:<suite>.
+NODE_SUITES=(bookworm trixie)
+NODE_IMAGE_REPO=gpufleet-lab/node
 BUSYBOX_IMAGE=gpufleet-lab/busybox:1
 BUSYBOX_REPO=lab/busybox
 BUSYBOX_TAG=1
@@ -22,7 +24,6 @@ NODE_PREFIX=gpufleet-lab-node
 REGISTRY_PORT=5000
 WWW_PORT=8088
 RELAY_PORT=5000 # loopback relay, used only when the host dockerd does not trust the registry
-SUITE=bookworm
 MIRROR=${LAB_MIRROR:-http://deb.debian.org/debian}
 KEY_UID='gpufleet lab archive key (stand-in, lab only) <lab-archive@gpufleet.invalid>'
 INVENTORY=$REPO_ROOT/inventories/lab/hosts.yml
@@ -71,14 +72,19 @@ usage() {
   cat <<EOF
 usage: lab/lab.sh SUBCOMMAND
   prereqs     install host packages, the controller venv (.venv), start dockerd
-  image       build $NODE_IMAGE and $BUSYBOX_IMAGE, push the latter to the lab registry
+  image       build $NODE_IMAGE_REPO:{${NODE_SUITES[*]// /,}} and $BUSYBOX_IMAGE, push the latter to the lab registry
   registry    start the registry (:$REGISTRY_PORT) and web server (:$WWW_PORT) on docker0, build standin-repos
   standin-repos  build the signed STAND-IN for NVIDIA's container-toolkit apt repo under www/
   standin-image  build the STAND-IN pytorch workbench image, push it to the registry, save it under www/images/
-  up          prereqs + image + registry + LAB_NODES nodes (default 2) + inventory
+  up          prereqs + image + registry + LAB_NODES nodes (default 2; LAB_NODE_SUITES, default
+              "${NODE_SUITES[*]}", cycled: node1 bookworm, node2 trixie, ...) + inventory
   down        remove lab containers, daemons, inventory; LAB_PURGE=1 also images, state, dockerd
   status      show what runs
   node-flags  print the docker run flags of a node, one per line
+  node-image SUITE     the image for a node that should start with the NVIDIA driver installed:
+              $NODE_IMAGE_REPO:SUITE-nvidia when Molecule's nvidia_driver scenario committed it from the
+              current inputs (driver-inputs), else the plain $NODE_IMAGE_REPO:SUITE
+  driver-inputs SUITE  hash of what that committed image depends on (roles, plugins, lab inventory, base image)
   env         print GPUFLEET_LAB_REGISTRY=... and GPUFLEET_LAB_WWW=... for eval
 EOF
 }
@@ -397,22 +403,22 @@ cleanup_build() {
 }
 
 build_node_image() {
-  local start rootfs unit base
-  if image_exists "$NODE_IMAGE"; then
-    log "image: $NODE_IMAGE present"
+  local suite=$1 image=$NODE_IMAGE_REPO:$1 start rootfs unit base
+  if image_exists "$image"; then
+    log "image: $image present"
     return
   fi
   start=$SECONDS
-  mkdir -p "$STATE_DIR/debootstrap-cache" "$LOG_DIR"
+  mkdir -p "$STATE_DIR/debootstrap-cache/$suite" "$LOG_DIR"
   BUILD_ROOT=$(mktemp -d "$STATE_DIR/build.XXXXXX")
   trap cleanup_build EXIT
   rootfs=$BUILD_ROOT/rootfs
-  log "image: debootstrap $SUITE from $MIRROR (log $LOG_DIR/debootstrap.log, ~1 min)"
+  log "image: debootstrap $suite from $MIRROR (log $LOG_DIR/debootstrap-$suite.log, ~1 min)"
   if ! debootstrap --variant=minbase --include="$NODE_PACKAGES" \
-    --cache-dir="$STATE_DIR/debootstrap-cache" "$SUITE" "$rootfs" "$MIRROR" \
-    >"$LOG_DIR/debootstrap.log" 2>&1; then
-    tail -n 20 "$LOG_DIR/debootstrap.log" >&2
-    die "debootstrap failed"
+    --cache-dir="$STATE_DIR/debootstrap-cache/$suite" "$suite" "$rootfs" "$MIRROR" \
+    >"$LOG_DIR/debootstrap-$suite.log" 2>&1; then
+    tail -n 20 "$LOG_DIR/debootstrap-$suite.log" >&2
+    die "debootstrap $suite failed"
   fi
   # Each container gets its own machine id at boot; an empty file tells systemd to make one.
   : >"$rootfs/etc/machine-id"
@@ -431,10 +437,10 @@ build_node_image() {
   # `docker import` cannot set STOPSIGNAL; systemd ignores SIGTERM, so without it every
   # `docker stop` of a node waits out the 10 s timeout.
   printf 'FROM %s\nSTOPSIGNAL SIGRTMIN+3\n' "$base" |
-    "$DOCKER" build --quiet --tag "$NODE_IMAGE" - >/dev/null
+    "$DOCKER" build --quiet --tag "$image" - >/dev/null
   cleanup_build
   trap - EXIT
-  log "image: built $NODE_IMAGE in $((SECONDS - start)) s"
+  log "image: built $image in $((SECONDS - start)) s"
 }
 
 build_busybox_image() {
@@ -502,17 +508,53 @@ push_busybox() {
 }
 
 cmd_image() {
-  local ip
+  local ip suite
   need_docker
   mkdir -p "$STATE_DIR"
-  build_node_image
+  for suite in "${NODE_SUITES[@]}"; do build_node_image "$suite"; done
   build_busybox_image
   ip=$(bridge_ip)
   ensure_registry "$ip"
   push_busybox "$ip"
 }
 
+# --- nodes with the driver already installed -----------------------------------------------
+# The DKMS build of the NVIDIA modules (7-17 min on 2 cores) dominates a test run. Molecule's
+# nvidia_driver scenario tests the install and then commits each converged node as
+# $NODE_IMAGE_REPO:<suite>-nvidia, labelled with the hash of its inputs; scenarios that do not
+# test the driver install (default) start from it when the hash still matches.
+DRIVER_INPUT_PATHS=(roles/nvidia_driver roles/apt_helpers plugins inventories/lab/group_vars
+  molecule/shared/server.yml molecule/nvidia_driver/converge.yml)
+
+cmd_driver_inputs() {
+  local suite=${1:?driver-inputs needs a suite}
+  need_docker
+  {
+    (cd "$REPO_ROOT" && find "${DRIVER_INPUT_PATHS[@]}" -type f ! -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum)
+    "$DOCKER" image inspect -f '{{.Id}}' "$NODE_IMAGE_REPO:$suite"
+  } | sha256sum | cut -c1-64
+}
+
+cmd_node_image() {
+  local suite=${1:?node-image needs a suite} want have
+  want=$(cmd_driver_inputs "$suite")
+  have=$("$DOCKER" image inspect -f '{{index .Config.Labels "gpufleet.lab.driver-inputs"}}' \
+    "$NODE_IMAGE_REPO:$suite-nvidia" 2>/dev/null) || have=
+  if [[ -n $have && $have == "$want" ]]; then
+    echo "$NODE_IMAGE_REPO:$suite-nvidia"
+  else
+    echo "$NODE_IMAGE_REPO:$suite"
+  fi
+}
+
 # --- nodes -------------------------------------------------------------------------------
+
+# The Debian release of node i: LAB_NODE_SUITES (default: every supported one), cycled.
+node_suite() {
+  local -a suites
+  read -r -a suites <<<"${LAB_NODE_SUITES:-${NODE_SUITES[*]}}"
+  echo "${suites[($1 - 1) % ${#suites[@]}]}"
+}
 
 start_node() {
   local i=$1 name state label
@@ -526,7 +568,7 @@ start_node() {
   running) log "node$i: $name running" ;;
   absent)
     "$DOCKER" run -d --name "$name" --hostname "node$i" "${NODE_FLAGS[@]}" \
-      "$NODE_IMAGE" "$NODE_COMMAND" >/dev/null
+      "$NODE_IMAGE_REPO:$(node_suite "$i")" "$NODE_COMMAND" >/dev/null
     log "node$i: $name created"
     ;;
   *)
@@ -573,6 +615,16 @@ inventory_yaml() {
   if [[ -f $WORKBENCH_JSON ]]; then
     echo "        gpufleet_lab_workbench_digest: \"$(workbench_field digest)\""
     echo "        gpufleet_lab_workbench_id: \"$(workbench_field image_id)\""
+  fi
+  # Debian 13 nodes get the lab's per-release settings (inventories/lab/group_vars/lab_debian13.yml).
+  local -a trixie=()
+  for ((i = 1; i <= n; i++)); do
+    if [[ $(node_suite "$i") == trixie ]]; then trixie+=("node$i"); fi
+  done
+  if ((${#trixie[@]} > 0)); then
+    echo "    lab_debian13:"
+    echo "      hosts:"
+    for i in "${trixie[@]}"; do echo "        $i: {}"; done
   fi
 }
 
@@ -682,7 +734,7 @@ cmd_status() {
   else
     log "www: not answering"
   fi
-  for image in "$NODE_IMAGE" "$BUSYBOX_IMAGE"; do
+  for image in "${NODE_SUITES[@]/#/$NODE_IMAGE_REPO:}" "$BUSYBOX_IMAGE"; do
     if image_exists "$image"; then log "image: $image present"; else log "image: $image absent"; fi
   done
   if [[ -f $WORKBENCH_JSON ]]; then
@@ -717,6 +769,7 @@ main() {
   node-flags) printf '%s\n' "${NODE_FLAGS[@]}" ;;
   env) cmd_env ;;
   status) cmd_status ;;
+  driver-inputs | node-image) "cmd_${cmd//-/_}" "${@:2}" ;;
   prereqs | image | registry | up | down | standin-repos | standin-image)
     [[ $(id -u) == 0 ]] || die "run as root"
     lock

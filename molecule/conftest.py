@@ -70,6 +70,12 @@ def busybox_image(lab_registry) -> str:
     return f"{lab_registry}/lab/busybox:1"
 
 
+@pytest.fixture
+def limit(host):
+    """`--limit` to the node under test: testinfra runs each test once per node."""
+    return ("--limit", host.backend.get_hostname())
+
+
 @pytest.fixture(scope="session")
 def playbook():
     """Run a playbook of the scenario (or any path) against the scenario's nodes."""

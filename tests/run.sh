@@ -7,7 +7,10 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 STAGES=${TEST_STAGES:-"setup lint unit molecule"}
-SCENARIOS=${MOLECULE_SCENARIOS:-$(for f in molecule/*/molecule.yml; do basename "$(dirname "$f")"; done)}
+# nvidia_driver first: it commits its converged nodes as driver-installed node images, which
+# the default scenario starts from (lab/lab.sh node-image) instead of building DKMS again.
+SCENARIOS=${MOLECULE_SCENARIOS:-$(for f in molecule/*/molecule.yml; do basename "$(dirname "$f")"; done |
+  awk '$0 == "nvidia_driver" {print; next} {rest = rest $0 "\n"} END {printf "%s", rest}')}
 declare -a REPORT=()
 PASSED=0
 FAILED=0
@@ -61,6 +64,10 @@ if wants unit; then
 fi
 if wants molecule; then
   for scenario in $SCENARIOS; do
-    stage "molecule: $scenario" molecule test -s "$scenario"
+    GPUFLEET_LAB_NODE_IMAGE_BOOKWORM=$(bash lab/lab.sh node-image bookworm)
+    GPUFLEET_LAB_NODE_IMAGE_TRIXIE=$(bash lab/lab.sh node-image trixie)
+    export GPUFLEET_LAB_NODE_IMAGE_BOOKWORM GPUFLEET_LAB_NODE_IMAGE_TRIXIE
+    stage "molecule: $scenario ($GPUFLEET_LAB_NODE_IMAGE_BOOKWORM, $GPUFLEET_LAB_NODE_IMAGE_TRIXIE)" \
+      molecule test -s "$scenario"
   done
 fi

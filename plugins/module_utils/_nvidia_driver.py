@@ -19,7 +19,7 @@ FLAVOURS = ("open", "proprietary")
 REBOOT_POLICIES = ("auto", "never", "always")
 
 # Branch carried by each Debian release's non-free archive (the only one `distro` can install).
-DEBIAN_ARCHIVE_BRANCH = {"12": "535"}
+DEBIAN_ARCHIVE_BRANCH = {"12": "535", "13": "550"}
 # Directory names of NVIDIA's CUDA repository per OS.
 CUDA_REPO_DIST = {
     ("Ubuntu", "22.04"): "ubuntu2204",
@@ -28,7 +28,9 @@ CUDA_REPO_DIST = {
     ("EL", "8"): "rhel8",
     ("EL", "9"): "rhel9",
 }
-SUPPORTED = tuple(CUDA_REPO_DIST)
+# Debian 13 is supported with its own archive only: NVIDIA's CUDA repository for it was never
+# reached from the lab, so cuda_repo is refused there rather than guessed.
+SUPPORTED = (*CUDA_REPO_DIST, ("Debian", "13"))
 
 # Installed packages the drift lock holds: everything the driver is made of.
 _DRIVER_PACKAGE = re.compile(
@@ -60,6 +62,18 @@ def _check_choice(name, value, choices):
         raise DriverPlanError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
 
 
+def _check_os(key, method):
+    if key not in SUPPORTED:
+        supported = ", ".join(f"{d} {v}" for d, v in SUPPORTED)
+        raise DriverPlanError(f"gpufleet.node.nvidia_driver supports {supported}; this host is {key[0]} {key[1]}")
+    _check_choice("nvidia_driver_method", method, METHODS)
+    if method == "cuda_repo" and key not in CUDA_REPO_DIST:
+        raise DriverPlanError(
+            f"nvidia_driver_method: cuda_repo is not available for {key[0]} {key[1]} in gpufleet.node "
+            "(its CUDA repository was never tested): use nvidia_driver_method: distro"
+        )
+
+
 def driver_plan(key, method, branch, flavour, version="", kernel="", fabricmanager=False, arch="amd64"):
     """Return what to install for one host.
 
@@ -70,10 +84,7 @@ def driver_plan(key, method, branch, flavour, version="", kernel="", fabricmanag
     debian_components (list), persistenced_unit, fabricmanager_unit.
     """
     key = tuple(key)
-    if key not in SUPPORTED:
-        supported = ", ".join(f"{d} {v}" for d, v in SUPPORTED)
-        raise DriverPlanError(f"gpufleet.node.nvidia_driver supports {supported}; this host is {key[0]} {key[1]}")
-    _check_choice("nvidia_driver_method", method, METHODS)
+    _check_os(key, method)
     _check_choice("nvidia_driver_flavour", flavour, FLAVOURS)
     branch = str(branch)
     if not re.fullmatch(r"[0-9]{3}", branch):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -142,6 +143,32 @@ def test_a_stage_run_that_fails_on_a_node_exits_non_zero(only_once, playbook, tm
     if stage == "services":
         assert "pytorch_image_source" in run.stdout, run          # says what to set
         assert on(NODES[0], "cat /etc/systemd/system/gpufleet-jupyter.service").stdout == unit_before
+
+
+def wait_active(node, units, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not all(active(node, unit) for unit in units):
+        assert time.monotonic() < deadline, f"{units} not active on {node}"
+        time.sleep(2)
+
+
+def test_verify_fails_a_node_whose_dockerd_lost_the_nvidia_runtime(only_once, playbook, tmp_path):
+    """Another tool rewrote daemon.json without the runtime: the services still run (started
+    before), but their next start would not get the GPUs. verify names it; the converge repairs it."""
+    drop = ("import json; p='/etc/docker/daemon.json'; d=json.load(open(p)); d.pop('runtimes'); "
+            "json.dump(d, open(p, 'w'))")
+    assert on(NODES[0], f"cp -p /etc/docker/daemon.json /root/daemon.json.keep && python3 -c \"{drop}\" && "
+                        "systemctl restart docker").returncode == 0
+    try:
+        run = playbook(str(PLAYBOOKS / "verify.yml"), "--limit", NODES[0],
+                       "-e", json.dumps({"gpu_verify_report_dir": str(tmp_path)}))
+        assert run.returncode == 2, run
+        assert ("gpu hand-over (nvidia runtime): expected registered with dockerd, measured missing"
+                in run.stdout), run
+        assert report(tmp_path)[NODES[0]]["passed"] is False
+    finally:
+        on(NODES[0], "mv /root/daemon.json.keep /etc/docker/daemon.json && systemctl restart docker")
+        wait_active(NODES[0], UNITS)
 
 
 @pytest.mark.parametrize(("args", "message"), [

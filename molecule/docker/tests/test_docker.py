@@ -69,13 +69,13 @@ def test_pulls_from_the_site_registry_bypass_the_proxy_and_run(host, busybox_ima
     assert host.check_output(f"docker run --rm {busybox_image} echo hello-from-node") == "hello-from-node"
 
 
-def test_running_container_survives_the_role_restarting_dockerd(host, playbook, busybox_image):
+def test_running_container_survives_the_role_restarting_dockerd(host, playbook, limit, busybox_image):
     host.run("docker rm -f gpufleet-live-restore-probe")
     container_id = host.check_output(f"docker run -d --name gpufleet-live-restore-probe {busybox_image} sleep 3600")
     started_at = inspect(host, container_id)["State"]["StartedAt"]
     dockerd_pid = host.check_output("systemctl show docker --property=MainPID --value")
     try:
-        run = playbook("converge.yml", "-e", '{"docker_log_opts": {"max-size": "50m", "max-file": "3"}}')
+        run = playbook("converge.yml", *limit, "-e", '{"docker_log_opts": {"max-size": "50m", "max-file": "3"}}')
         assert run.returncode == 0, run
         assert "RUNNING HANDLER [gpufleet.node.docker : Restart docker]" in run.stdout, run
         assert host.check_output("systemctl show docker --property=MainPID --value") != dockerd_pid
@@ -86,18 +86,18 @@ def test_running_container_survives_the_role_restarting_dockerd(host, playbook, 
         assert daemon_json(host)["log-opts"]["max-size"] == "50m"
     finally:
         host.run("docker rm -f gpufleet-live-restore-probe")
-        restored = playbook("converge.yml")
+        restored = playbook("converge.yml", *limit)
         assert restored.returncode == 0, restored
 
 
-def test_check_mode_on_the_converged_node_reports_no_change(playbook):
-    run = playbook("converge.yml", "--check", "--diff")
+def test_check_mode_on_the_converged_node_reports_no_change(playbook, limit):
+    run = playbook("converge.yml", *limit, "--check", "--diff")
     assert run.clean, run
 
 
-def test_wrong_type_is_rejected_before_any_change(host, playbook):
+def test_wrong_type_is_rejected_before_any_change(host, playbook, limit):
     before = host.file("/etc/docker/daemon.json").sha256sum
-    run = playbook("converge.yml", "-e", '{"docker_daemon_options": "text"}')
+    run = playbook("converge.yml", *limit, "-e", '{"docker_daemon_options": "text"}')
     assert run.returncode != 0
     assert "docker_daemon_options" in run.stdout, run
     assert "dict" in run.stdout, run
@@ -105,12 +105,12 @@ def test_wrong_type_is_rejected_before_any_change(host, playbook):
     assert host.file("/etc/docker/daemon.json").sha256sum == before
 
 
-def test_broken_daemon_json_is_refused_not_overwritten(host, playbook):
+def test_broken_daemon_json_is_refused_not_overwritten(host, playbook, limit):
     original = host.file("/etc/docker/daemon.json").content_string
     host.check_output("cp -p /etc/docker/daemon.json /root/daemon.json.keep")
     host.check_output("printf '{broken' > /etc/docker/daemon.json")
     try:
-        run = playbook("converge.yml")
+        run = playbook("converge.yml", *limit)
         assert run.returncode != 0
         assert "not valid JSON" in run.stdout, run
         assert host.file("/etc/docker/daemon.json").content_string == "{broken"
@@ -120,15 +120,15 @@ def test_broken_daemon_json_is_refused_not_overwritten(host, playbook):
     assert host.file("/etc/docker/daemon.json").content_string == original
 
 
-def test_switching_install_method_is_refused_unless_allowed(host, playbook):
-    run = playbook("converge.yml", "-e", "docker_install_method=docker_repo")
+def test_switching_install_method_is_refused_unless_allowed(host, playbook, limit):
+    run = playbook("converge.yml", *limit, "-e", "docker_install_method=docker_repo")
     assert run.returncode != 0
     assert "docker_install_method=docker_repo would remove containerd, docker.io, runc" in run.stdout, run
     assert "docker_allow_method_switch" in run.stdout, run
     assert host.package("docker.io").is_installed
 
 
-def test_docker_repo_path_in_check_mode(host, playbook, lab_www):
+def test_docker_repo_path_in_check_mode(host, playbook, limit, lab_www):
     # Docker's repository is unreachable from the lab: the URLs point at the lab web
     # server, a STAND-IN that serves only the lab's signing key. In --check the role
     # fetches nothing but the key's headers and changes nothing on the node.
@@ -138,7 +138,7 @@ def test_docker_repo_path_in_check_mode(host, playbook, lab_www):
         "docker_repo_url": f"{lab_www}/docker-ce-standin",
         "docker_repo_gpg_key_url": f"{lab_www}/lab-archive-key.asc",
     }
-    run = playbook("converge.yml", "--check", "--diff", "-e", json.dumps(extra))
+    run = playbook("converge.yml", *limit, "--check", "--diff", "-e", json.dumps(extra))
     assert run.returncode == 0, run
     assert "changed: [" in run.task("gpufleet.node.docker : Add Docker's repository"), run
     assert "docker-ce-standin/debian" in run.stdout, run

@@ -57,37 +57,60 @@ def test_container_runs_with_the_nvidia_runtime(host, busybox_image):
         host.check_output("mv /root/ncr.keep /usr/bin/nvidia-container-runtime")
 
 
-def test_auto_hands_gpus_over_by_the_runtime_hook_on_docker_20_10(host):
-    """The default (auto) on Debian 12's Docker 20.10: no CDI (the engine cannot select a "cdi" device
-    driver), but the nvidia runtime hook with the /dev/char links, which works on any engine."""
-    assert host.check_output("dockerd --version").startswith("Docker version 20.10.")
+def test_auto_picks_the_hand_over_the_engine_can_do(host):
+    """The default (auto): Debian 12's Docker 20.10 cannot take CDI device names, so the nvidia
+    runtime hook with the /dev/char links (udev rule); Debian 13's Docker 26 gets CDI."""
+    version = host.check_output("dockerd --version")
     settings = json.loads(host.file("/etc/docker/daemon.json").content_string)
-    assert "cdi" not in settings.get("features", {})
     rule = host.file("/etc/udev/rules.d/71-nvidia-dev-char.rules")
-    assert rule.exists and rule.contains("nvidia-ctk system create-dev-char-symlinks --create-all")
+    if host.system_info.codename == "bookworm":
+        assert version.startswith("Docker version 20.10.")
+        assert "cdi" not in settings.get("features", {})
+        assert rule.exists and rule.contains("nvidia-ctk system create-dev-char-symlinks --create-all")
+    else:
+        assert version.startswith("Docker version 26.")
+        assert settings["features"]["cdi"] is True
+        assert not rule.exists
 
 
-def test_the_engine_refuses_cdi_devices_and_takes_the_runtime_hook(host, busybox_image):
-    """What the services' and the probe's docker run lines would meet on this engine (real dockerd,
-    STAND-IN toolkit: its hook exits 0 without GPUs)."""
+def test_the_engine_takes_the_hand_over_auto_picked(host, busybox_image):
+    """What the services' and the probe's docker run lines meet on this engine (real dockerd,
+    STAND-IN toolkit: its hook exits 0, and no CDI specification exists without a GPU)."""
     host.check_output(f"docker pull -q {busybox_image}")
     cdi = host.run(f"docker run --rm --device nvidia.com/gpu=all {busybox_image} true")
-    # the 20.10 CLI refuses the name itself; a newer CLI gets the 20.10 daemon's refusal
-    refusals = ("nvidia.com/gpu=all is not an absolute path", 'could not select device driver "cdi"')
-    assert cdi.rc == 125 and any(text in cdi.stderr for text in refusals), cdi
+    assert cdi.rc == 125, cdi
+    if host.system_info.codename == "bookworm":
+        # the 20.10 CLI refuses the name itself; a newer CLI gets the 20.10 daemon's refusal
+        refusals = ("nvidia.com/gpu=all is not an absolute path", 'could not select device driver "cdi"')
+        assert any(text in cdi.stderr for text in refusals), cdi
+    else:
+        # the engine did select CDI: only the specification (written where a GPU is) is missing
+        assert "unresolvable CDI devices nvidia.com/gpu=all" in cdi.stderr, cdi
     hook = host.run(f"docker run --rm --runtime nvidia --gpus all {busybox_image} echo hook-ok")
     assert hook.rc == 0 and hook.stdout.strip() == "hook-ok", hook
 
 
-def test_rerun_says_why_gpu_steps_are_skipped(playbook):
-    run = playbook("converge.yml")
+def test_cdi_is_refused_before_any_change_on_docker_20_10(host, playbook, limit):
+    if host.system_info.codename != "bookworm":
+        pytest.skip("Debian 13's Docker 26 takes CDI")
+    before = host.check_output("md5sum /etc/docker/daemon.json; ls /etc/udev/rules.d")
+    run = playbook("converge.yml", *limit, "-e", '{"nvidia_container_toolkit_nvml_fix": "cdi"}')
+    assert run.returncode != 0
+    assert "nvidia_container_toolkit_nvml_fix=cdi hands GPUs to containers as CDI devices" in run.stdout, run
+    assert "Docker 20.10.24" in run.stdout, run
+    assert run.unchanged, run
+    assert host.check_output("md5sum /etc/docker/daemon.json; ls /etc/udev/rules.d") == before
+
+
+def test_rerun_says_why_gpu_steps_are_skipped(playbook, limit):
+    run = playbook("converge.yml", *limit)
     assert run.clean, run
     assert "No CDI specification or /dev/char links on" in run.stdout, run
     assert "GPU container check skipped on" in run.stdout, run
 
 
-def test_check_mode_on_the_converged_node_reports_no_change(playbook):
-    run = playbook("converge.yml", "--check", "--diff")
+def test_check_mode_on_the_converged_node_reports_no_change(playbook, limit):
+    run = playbook("converge.yml", *limit, "--check", "--diff")
     assert run.clean, run
 
 
@@ -102,24 +125,21 @@ def test_check_mode_on_the_converged_node_reports_no_change(playbook):
          "set nvidia_container_toolkit_repo_key_url to the key that signs it"),
         ({"nvidia_container_toolkit_nvml_fix": "udev"},
          "nvidia_container_toolkit_nvml_fix"),
-        # Debian 12's docker.io is 20.10: CDI device names would leave every GPU container unable to start
-        ({"nvidia_container_toolkit_nvml_fix": "cdi"},
-         "nvidia_container_toolkit_nvml_fix=cdi hands GPUs to containers as CDI devices"),
     ],
 )
-def test_bad_input_fails_before_any_change(host, playbook, extra, message):
+def test_bad_input_fails_before_any_change(host, playbook, limit, extra, message):
     def state():
         return host.check_output(
             "md5sum /etc/docker/daemon.json /etc/apt/sources.list.d/*.sources; dpkg-query -W 'nvidia-container*'")
 
     before = state()
-    run = playbook("converge.yml", "-e", json.dumps(extra))
+    run = playbook("converge.yml", *limit, "-e", json.dumps(extra))
     assert run.returncode != 0
     assert message in run.stdout, run
     assert run.unchanged, run
     assert state() == before
 
 
-def test_the_mirror_offers_what_a_mismatched_pin_could_use(playbook):
-    run = playbook("converge.yml", "-e", '{"nvidia_container_toolkit_version": "1.18.1-1"}')
+def test_the_mirror_offers_what_a_mismatched_pin_could_use(playbook, limit):
+    run = playbook("converge.yml", *limit, "-e", '{"nvidia_container_toolkit_version": "1.18.1-1"}')
     assert "offers all four at: 1.17.8-1, 1.18.0-1" in run.stdout, run

@@ -1,4 +1,4 @@
-"""What a sysadmin sees on a Debian 12 lab node after gpufleet.node.nvidia_driver ran.
+"""What a sysadmin sees on a Debian 12 and a Debian 13 lab node after gpufleet.node.nvidia_driver ran.
 
 Real Debian non-free packages and a real DKMS build; the node is a container without a
 GPU, so loading the module, rebooting and nvidia-smi are skipped by the role, which says why.
@@ -8,7 +8,14 @@ import json
 
 import pytest
 
-VERSION = "535.261.03-1"   # inventories/lab/group_vars/gpu_nodes.yml
+# What each release's archive carries (inventories/lab/group_vars/gpu_nodes.yml, lab_debian13.yml).
+PINS = {"bookworm": ("535", "535.261.03-1", "6.1."), "trixie": ("550", "550.163.01-2", "6.12.")}
+
+
+@pytest.fixture
+def release(host):
+    """(branch, package version, headers series) of the node's Debian release."""
+    return PINS[host.system_info.codename]
 
 
 def installed_version(host, package):
@@ -22,33 +29,35 @@ def test_debian_components_the_host_lacked_were_added(host):
     assert sources.exists
     assert "Components: contrib non-free non-free-firmware" in sources.content_string
     # the admin's own sources.list is left as it was
-    assert host.file("/etc/apt/sources.list").content_string.strip() == "deb http://deb.debian.org/debian bookworm main"
+    codename = host.system_info.codename
+    sources_list = host.file("/etc/apt/sources.list").content_string.strip()
+    assert sources_list == f"deb http://deb.debian.org/debian {codename} main"
 
 
 @pytest.mark.parametrize("package", ["nvidia-driver", "nvidia-open-kernel-dkms", "nvidia-smi",
                                      "libnvidia-ml1", "firmware-nvidia-gsp"])
-def test_driver_packages_at_the_pinned_version(host, package):
-    assert installed_version(host, package) == VERSION
+def test_driver_packages_at_the_pinned_version(host, release, package):
+    assert installed_version(host, package) == release[1]
 
 
 def test_open_flavour_only(host):
     assert installed_version(host, "nvidia-kernel-dkms") is None
 
 
-def test_apt_prefers_the_pinned_version_over_newer_security_updates(host):
+def test_apt_prefers_the_pinned_version_over_newer_security_updates(host, release):
     policy = host.check_output("apt-cache policy nvidia-driver")
     candidate = next(line.split()[-1] for line in policy.splitlines() if "Candidate:" in line)
-    assert candidate == VERSION
-    assert host.file("/etc/apt/preferences.d/gpufleet-nvidia-driver").contains("Pin: version 535.261.03-1")
+    assert candidate == release[1]
+    assert host.file("/etc/apt/preferences.d/gpufleet-nvidia-driver").contains(f"Pin: version {release[1]}")
 
 
-def test_headers_came_before_dkms_and_dkms_built_the_open_modules(host):
+def test_headers_came_before_dkms_and_dkms_built_the_open_modules(host, release):
     headers = host.check_output("dpkg-query -W -f '${Version}' linux-headers-amd64")
-    assert headers.startswith("6.1.")
+    assert headers.startswith(release[2])
     status = host.check_output("dkms status")
     assert "installed" in status and "nvidia" in status, status
     kernel = status.split(",")[1].strip()
-    assert kernel.startswith("6.1.")
+    assert kernel.startswith(release[2])
     module = host.check_output(f"find /lib/modules/{kernel} -name 'nvidia*.ko*' -path '*dkms*' | sort | head -1")
     assert module, "no nvidia module file was built"
     # the open kernel modules are dual licensed; the proprietary ones say NVIDIA
@@ -80,33 +89,34 @@ def test_persistenced_enabled_but_not_started_without_a_gpu(host):
     assert not persistenced.is_running
 
 
-def test_no_fabric_manager_without_nvswitch(host):
-    assert installed_version(host, "nvidia-fabricmanager-535") is None
+def test_no_fabric_manager_without_nvswitch(host, release):
+    assert installed_version(host, f"nvidia-fabricmanager-{release[0]}") is None
+    assert installed_version(host, "nvidia-fabricmanager") is None
 
 
-def test_host_facts_see_a_container_without_gpus(host):
+def test_host_facts_see_a_container_without_gpus(host, release):
     facts = host.ansible("gpufleet.node.gpu_host_facts", check=False)["ansible_facts"]
     gpu_host = facts["gpu_host"]
     assert gpu_host["container"] is True
     assert gpu_host["gpu_count"] == 0
-    assert gpu_host["driver_packages"]["version"] == VERSION
+    assert gpu_host["driver_packages"]["version"] == release[1]
 
 
-def test_rerun_skips_what_a_container_cannot_do_and_says_why(playbook):
-    run = playbook("converge.yml")
+def test_rerun_skips_what_a_container_cannot_do_and_says_why(playbook, limit):
+    run = playbook("converge.yml", *limit)
     assert run.clean, run
     assert "No reboot: the host is a container" in run.stdout, run
     assert "nvidia-smi not run: this host is a container" in run.stdout, run
 
 
-def test_check_mode_on_the_converged_node_reports_no_change(playbook):
-    run = playbook("converge.yml", "--check", "--diff")
+def test_check_mode_on_the_converged_node_reports_no_change(playbook, limit):
+    run = playbook("converge.yml", "--check", "--diff", *limit)
     assert run.clean, run
 
 
-def test_blacklist_change_rebuilds_the_initramfs(host, playbook):
+def test_blacklist_change_rebuilds_the_initramfs(host, playbook, limit):
     host.check_output("rm /etc/modprobe.d/gpufleet-blacklist-nouveau.conf")
-    run = playbook("converge.yml")
+    run = playbook("converge.yml", *limit)
     assert run.returncode == 0, run
     assert "RUNNING HANDLER [gpufleet.node.nvidia_driver : Rebuild initramfs]" in run.stdout, run
     assert host.file("/etc/modprobe.d/gpufleet-blacklist-nouveau.conf").exists
@@ -115,17 +125,21 @@ def test_blacklist_change_rebuilds_the_initramfs(host, playbook):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ({"nvidia_driver_branch": "580", "nvidia_driver_version": ""}, "nvidia_driver_branch: '535'"),
+        ({"nvidia_driver_branch": "580", "nvidia_driver_version": ""}, "nvidia_driver_branch: 'BRANCH'"),
         ({"nvidia_driver_method": "runfile"}, "nvidia_driver_method"),
         ({"nvidia_driver_cuda_repo_url": "mirror.example.internal/cuda"}, "nvidia_driver_cuda_repo_url must be"),
         ({"nvidia_driver_method": "cuda_repo", "nvidia_driver_branch": "470", "nvidia_driver_version": ""},
-         "would downgrade it: set nvidia_driver_allow_downgrade"),
+         {"bookworm": "would downgrade it: set nvidia_driver_allow_downgrade",
+          "trixie": "cuda_repo is not available for Debian 13"}),
         ({"nvidia_driver_reboot": "sometimes"}, "nvidia_driver_reboot"),
     ],
 )
-def test_bad_input_fails_before_any_change(host, playbook, extra, message):
+def test_bad_input_fails_before_any_change(host, playbook, limit, release, extra, message):
+    if isinstance(message, dict):
+        message = message[host.system_info.codename]
+    message = message.replace("BRANCH", release[0])
     before = host.check_output("ls -l --time-style=+%s /etc/apt/sources.list.d /etc/apt/preferences.d | md5sum")
-    run = playbook("converge.yml", "-e", json.dumps(extra))
+    run = playbook("converge.yml", "-e", json.dumps(extra), *limit)
     assert run.returncode != 0
     assert message in run.stdout, run
     assert run.unchanged, run

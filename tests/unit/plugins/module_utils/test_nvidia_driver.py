@@ -14,6 +14,7 @@ from ansible_collections.gpufleet.node.plugins.module_utils._nvidia_driver impor
 UBUNTU_2204 = ("Ubuntu", "22.04")
 UBUNTU_2404 = ("Ubuntu", "24.04")
 DEBIAN_12 = ("Debian", "12")
+DEBIAN_13 = ("Debian", "13")
 EL_8 = ("EL", "8")
 EL_9 = ("EL", "9")
 
@@ -24,6 +25,7 @@ EL_9 = ("EL", "9")
         (("Debian", "Ubuntu", "24", "24.04"), UBUNTU_2404),
         (("Debian", "Ubuntu", "22", "22.04"), UBUNTU_2204),
         (("Debian", "Debian", "12", "12.12"), DEBIAN_12),
+        (("Debian", "Debian", "13", "13.2"), DEBIAN_13),
         (("RedHat", "Rocky", "9", "9.6"), EL_9),
         (("RedHat", "RedHat", "8", "8.10"), EL_8),
         (("RedHat", "AlmaLinux", "9", "9.4"), EL_9),
@@ -50,6 +52,8 @@ def test_os_key_from_ansible_facts(facts, key):
          ["nvidia-driver", "nvidia-open-kernel-dkms", "nvidia-smi", "nvidia-persistenced"]),
         (DEBIAN_12, "distro", "proprietary", "535", "",
          ["nvidia-driver", "nvidia-kernel-dkms", "nvidia-smi", "nvidia-persistenced"]),
+        (DEBIAN_13, "distro", "open", "550", "550.163.01-2",
+         ["nvidia-driver", "nvidia-open-kernel-dkms", "nvidia-smi", "nvidia-persistenced"]),
         (EL_8, "cuda_repo", "open", "580", "", ["@nvidia-driver:580-open/default"]),
         (EL_9, "cuda_repo", "open", "580", "", ["@nvidia-driver:580-open/default"]),
         (EL_9, "cuda_repo", "proprietary", "570", "", ["@nvidia-driver:570-dkms/default"]),
@@ -248,3 +252,13 @@ def test_flavour_that_cannot_drive_the_gpus_is_refused(flavour, facts, message):
 )
 def test_flavour_that_fits_is_accepted(flavour, facts):
     assert check_flavour(flavour, facts) == flavour
+
+
+def test_debian_13_carries_branch_550_and_no_cuda_repository_here():
+    plan = driver_plan(DEBIAN_13, "distro", "550", "open", version="550.163.01-2")
+    assert plan["apt_pin"] == {"sources": ["nvidia-graphics-drivers", "nvidia-open-gpu-kernel-modules"],
+                               "version": "550.163.01-2"}
+    with pytest.raises(DriverPlanError, match="carries driver branch 550 only"):
+        driver_plan(DEBIAN_13, "distro", "535", "open", version="535.261.03-1")
+    with pytest.raises(DriverPlanError, match="cuda_repo is not available for Debian 13"):
+        driver_plan(DEBIAN_13, "cuda_repo", "580", "open")
