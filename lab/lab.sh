@@ -427,6 +427,14 @@ build_node_image() {
   for unit in "${NODE_MASKED_UNITS[@]}"; do
     ln -sfn /dev/null "$rootfs/etc/systemd/system/$unit"
   done
+  # A node is not --privileged, so its /proc/sys is read-only: Docker 26 (Debian 13) cannot
+  # disable IPv6 on the interfaces of the containers it starts there and refuses to start them.
+  # A lab-only setting of the node (real hosts have a writable /proc/sys); the docker role
+  # manages only its own drop-in (http-proxy.conf) next to it.
+  mkdir -p "$rootfs/etc/systemd/system/docker.service.d"
+  printf '%s\n' '# gpufleet lab node only: /proc/sys is read-only in a node (see lab/README.md)' \
+    '[Service]' 'Environment=DOCKER_ALLOW_IPV6_ON_IPV4_INTERFACE=1' \
+    >"$rootfs/etc/systemd/system/docker.service.d/lab-node-ipv6.conf"
   rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin \
     "$rootfs"/var/cache/apt/archives/*.deb
   base=$(tar --numeric-owner -C "$rootfs" -c . | "$DOCKER" import \

@@ -146,7 +146,9 @@ def driver_plan(key, method, branch, flavour, version="", kernel="", fabricmanag
             )
         plan["debian_components"] = ["contrib", "non-free", "non-free-firmware"]
         kernel_pkg = "nvidia-open-kernel-dkms" if open_ else "nvidia-kernel-dkms"
-        plan["packages"] = ["nvidia-driver", kernel_pkg, "nvidia-smi", "nvidia-persistenced"]
+        # Versioned, so a new pin upgrades (or, allowed, downgrades) an installed driver and a pin
+        # the archive lacks fails; nvidia-persistenced is a source package of its own (own version).
+        plan["packages"] = [spec("nvidia-driver"), spec(kernel_pkg), spec("nvidia-smi"), "nvidia-persistenced"]
         # Every binary of the driver's source packages at one version, or apt mixes releases.
         sources = ["nvidia-graphics-drivers"] + (["nvidia-open-gpu-kernel-modules"] if open_ else [])
         plan["apt_pin"] = {"sources": sources, "version": version or f"{branch}.*"}

@@ -108,7 +108,8 @@ BROKEN_DAEMON_JSON = "/etc/docker/daemon.json"
 
 
 @pytest.mark.parametrize(("args", "stage", "extra", "message"), [
-    (("--tags", "driver"), "driver", {"nvidia_driver_version": "535.999.99-1"}, "535.999.99-1"),
+    (("--tags", "driver"), "driver", {"nvidia_driver_branch": "580", "nvidia_driver_version": ""},
+     "carries driver branch 535 only"),
     (("--tags", "docker,toolkit"), "docker", {}, "daemon.json"),
     (("--tags", "toolkit"), "toolkit", {"nvidia_container_toolkit_version": "1.99.0-1"}, "1.99.0-1"),
     (("--skip-tags", "driver,image,services,verify"), "toolkit", {"nvidia_container_toolkit_version": "1.99.0-1"},
@@ -143,6 +144,19 @@ def test_a_stage_run_that_fails_on_a_node_exits_non_zero(only_once, playbook, tm
     if stage == "services":
         assert "pytorch_image_source" in run.stdout, run          # says what to set
         assert on(NODES[0], "cat /etc/systemd/system/gpufleet-jupyter.service").stdout == unit_before
+
+
+def test_cdi_on_debian_12_docker_is_refused_before_any_change(only_once, playbook, tmp_path):
+    """Debian 12's docker.io is 20.10: the preflight stage refuses an explicit cdi there, before the
+    node changes; the Debian 13 node (Docker 26) converges as before."""
+    run = playbook("converge.yml", "-e", json.dumps({"nvidia_container_toolkit_nvml_fix": "cdi",
+                                                     "gpu_verify_report_dir": str(tmp_path)}))
+    assert run.returncode == 2, run
+    assert (f"{NODES[0]}: failed in the preflight stage - Preflight - assert the GPU hand-over works with the "
+            "Docker Engine the node gets") in run.stdout, run
+    assert "docker_install_method=distro on Debian 12 installs Docker 20.10.24" in run.stdout, run
+    assert run.recap[NODES[0]]["changed"] == 0 and run.recap[NODES[1]]["failed"] == 0, run
+    assert report(tmp_path)[NODES[1]]["passed"], run
 
 
 def wait_active(node, units, timeout=120):

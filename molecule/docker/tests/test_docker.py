@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-ENGINE_PACKAGES = ["docker.io", "containerd", "runc"]
+ENGINE_PACKAGES = ["docker.io", "containerd", "runc"]   # and docker-cli on Debian 13 (test below)
 
 
 def daemon_json(host):
@@ -24,6 +24,14 @@ def test_engine_package_installed_and_held(host, package):
     assert host.package(package).is_installed
     selection = host.check_output(f"dpkg --get-selections {package}").split()
     assert selection == [package, "hold"]
+
+
+def test_debian_13_gets_the_cli_it_only_recommends(host):
+    if host.system_info.codename != "trixie":
+        pytest.skip("Debian 12's docker.io carries its CLI")
+    assert host.package("docker-cli").is_installed
+    assert host.check_output("dpkg --get-selections docker-cli").split() == ["docker-cli", "hold"]
+    assert host.check_output("docker version --format '{{.Client.Version}}'").startswith("26.1.")
 
 
 def test_dockerd_enabled_and_running(host):
@@ -123,7 +131,8 @@ def test_broken_daemon_json_is_refused_not_overwritten(host, playbook, limit):
 def test_switching_install_method_is_refused_unless_allowed(host, playbook, limit):
     run = playbook("converge.yml", *limit, "-e", "docker_install_method=docker_repo")
     assert run.returncode != 0
-    assert "docker_install_method=docker_repo would remove containerd, docker.io, runc" in run.stdout, run
+    engine = "docker-cli, docker.io" if host.system_info.codename == "trixie" else "docker.io"
+    assert f"docker_install_method=docker_repo would remove containerd, {engine}, runc" in run.stdout, run
     assert "docker_allow_method_switch" in run.stdout, run
     assert host.package("docker.io").is_installed
 
