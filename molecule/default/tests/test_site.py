@@ -13,7 +13,7 @@ def test_every_node_runs_docker_with_live_restore(host):
 
 
 # Each release's archive pin (inventories/lab/group_vars/gpu_nodes.yml and lab_debian13.yml).
-PINNED_DRIVER = {"bookworm": "535.261.03-1", "trixie": "550.163.01-4~bpo13+1"}
+PINNED_DRIVER = {"bookworm": "535.261.03-1", "trixie": "550.163.01-2"}
 
 
 def test_one_node_of_each_debian_release():
