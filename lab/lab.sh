@@ -76,8 +76,8 @@ usage: lab/lab.sh SUBCOMMAND
   registry    start the registry (:$REGISTRY_PORT) and web server (:$WWW_PORT) on docker0, build standin-repos
   standin-repos  build the signed STAND-IN for NVIDIA's container-toolkit apt repo under www/
   standin-image  build the STAND-IN pytorch workbench image, push it to the registry, save it under www/images/
-  up          prereqs + image + registry + LAB_NODES nodes (default 2; LAB_NODE_SUITES, default
-              "${NODE_SUITES[*]}", cycled: node1 bookworm, node2 trixie, ...) + inventory
+  up          prereqs + image + registry + LAB_NODES nodes (default 2) of the releases in
+              LAB_NODE_SUITES (default bookworm; "bookworm trixie" alternates) + inventory
   down        remove lab containers, daemons, inventory; LAB_PURGE=1 also images, state, dockerd
   status      show what runs
   node-flags  print the docker run flags of a node, one per line
@@ -557,10 +557,11 @@ cmd_node_image() {
 
 # --- nodes -------------------------------------------------------------------------------
 
-# The Debian release of node i: LAB_NODE_SUITES (default: every supported one), cycled.
+# The Debian release of node i: LAB_NODE_SUITES (default bookworm), cycled. Debian 13 nodes
+# (LAB_NODE_SUITES="bookworm trixie") stop at site.yml's driver stage, which refuses Debian 13.
 node_suite() {
   local -a suites
-  read -r -a suites <<<"${LAB_NODE_SUITES:-${NODE_SUITES[*]}}"
+  read -r -a suites <<<"${LAB_NODE_SUITES:-bookworm}"
   echo "${suites[($1 - 1) % ${#suites[@]}]}"
 }
 

@@ -20,6 +20,16 @@ REBOOT_POLICIES = ("auto", "never", "always")
 
 # Branch carried by each Debian release's non-free archive (the only one `distro` can install).
 DEBIAN_ARCHIVE_BRANCH = {"12": "535", "13": "550"}
+# Releases whose archive driver cannot be installed today, and why (refused before any change:
+# a failed DKMS build leaves dpkg with half-configured packages, and every later apt run fails).
+DEBIAN_ARCHIVE_BROKEN = {
+    "13": (
+        "Debian 13's NVIDIA driver packages (nvidia-graphics-drivers 550.163.01-2, and 550.163.01-4~bpo13+1 "
+        "in trixie-backports) do not build for Debian 13's current kernel 6.12.117 (DKMS: too few arguments "
+        "to function 'pci_resize_resource'; seen in the lab on 2026-12-01), and NVIDIA's CUDA repository for "
+        "Debian 13 is untested here: install the driver another way and run site.yml with --skip-tags driver"
+    ),
+}
 # Directory names of NVIDIA's CUDA repository per OS.
 CUDA_REPO_DIST = {
     ("Ubuntu", "22.04"): "ubuntu2204",
@@ -128,6 +138,8 @@ def driver_plan(key, method, branch, flavour, version="", kernel="", fabricmanag
             [spec(f"nvidia-fabricmanager-{branch}"), spec(f"libnvidia-nscq-{branch}")] if fabricmanager else []
         )
     elif dist == "Debian" and method == "distro":
+        if release in DEBIAN_ARCHIVE_BROKEN:
+            raise DriverPlanError(DEBIAN_ARCHIVE_BROKEN[release])
         archive_branch = DEBIAN_ARCHIVE_BRANCH.get(release)
         if branch != archive_branch:
             raise DriverPlanError(

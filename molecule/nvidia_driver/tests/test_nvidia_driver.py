@@ -1,4 +1,4 @@
-"""What a sysadmin sees on a Debian 12 and a Debian 13 lab node after gpufleet.node.nvidia_driver ran.
+"""What a sysadmin sees on a Debian 12 lab node after gpufleet.node.nvidia_driver ran.
 
 Real Debian non-free packages and a real DKMS build; the node is a container without a
 GPU, so loading the module, rebooting and nvidia-smi are skipped by the role, which says why.
@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-# What each release's archive carries (inventories/lab/group_vars/gpu_nodes.yml, lab_debian13.yml).
-PINS = {"bookworm": ("535", "535.261.03-1", "6.1."), "trixie": ("550", "550.163.01-2", "6.12.")}
+# What the release's archive carries (inventories/lab/group_vars/gpu_nodes.yml).
+PINS = {"bookworm": ("535", "535.261.03-1", "6.1.")}
 
 
 @pytest.fixture
@@ -129,8 +129,7 @@ def test_blacklist_change_rebuilds_the_initramfs(host, playbook, limit):
         ({"nvidia_driver_method": "runfile"}, "nvidia_driver_method"),
         ({"nvidia_driver_cuda_repo_url": "mirror.example.internal/cuda"}, "nvidia_driver_cuda_repo_url must be"),
         ({"nvidia_driver_method": "cuda_repo", "nvidia_driver_branch": "470", "nvidia_driver_version": ""},
-         {"bookworm": "would downgrade it: set nvidia_driver_allow_downgrade",
-          "trixie": "cuda_repo is not available for Debian 13"}),
+         {"bookworm": "would downgrade it: set nvidia_driver_allow_downgrade"}),
         ({"nvidia_driver_reboot": "sometimes"}, "nvidia_driver_reboot"),
     ],
 )

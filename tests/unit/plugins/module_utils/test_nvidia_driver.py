@@ -53,9 +53,6 @@ def test_os_key_from_ansible_facts(facts, key):
           "nvidia-persistenced"]),
         (DEBIAN_12, "distro", "proprietary", "535", "",
          ["nvidia-driver", "nvidia-kernel-dkms", "nvidia-smi", "nvidia-persistenced"]),
-        (DEBIAN_13, "distro", "open", "550", "550.163.01-2",
-         ["nvidia-driver=550.163.01-2", "nvidia-open-kernel-dkms=550.163.01-2", "nvidia-smi=550.163.01-2",
-          "nvidia-persistenced"]),
         (EL_8, "cuda_repo", "open", "580", "", ["@nvidia-driver:580-open/default"]),
         (EL_9, "cuda_repo", "open", "580", "", ["@nvidia-driver:580-open/default"]),
         (EL_9, "cuda_repo", "proprietary", "570", "", ["@nvidia-driver:570-dkms/default"]),
@@ -256,11 +253,10 @@ def test_flavour_that_fits_is_accepted(flavour, facts):
     assert check_flavour(flavour, facts) == flavour
 
 
-def test_debian_13_carries_branch_550_and_no_cuda_repository_here():
-    plan = driver_plan(DEBIAN_13, "distro", "550", "open", version="550.163.01-2")
-    assert plan["apt_pin"] == {"sources": ["nvidia-graphics-drivers", "nvidia-open-gpu-kernel-modules"],
-                               "version": "550.163.01-2"}
-    with pytest.raises(DriverPlanError, match="carries driver branch 550 only"):
-        driver_plan(DEBIAN_13, "distro", "535", "open", version="535.261.03-1")
+def test_debian_13_is_refused_before_any_change_with_the_reason():
+    """Its archive's 550 driver does not build for its current kernel (the lab's DKMS build)."""
+    for flavour, version in (("open", "550.163.01-2"), ("proprietary", "")):
+        with pytest.raises(DriverPlanError, match=r"do not build for Debian 13's current kernel 6\.12\.117"):
+            driver_plan(DEBIAN_13, "distro", "550", flavour, version=version)
     with pytest.raises(DriverPlanError, match="cuda_repo is not available for Debian 13"):
         driver_plan(DEBIAN_13, "cuda_repo", "580", "open")
