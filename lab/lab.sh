@@ -672,7 +672,7 @@ cmd_up() {
 # --- down / status -----------------------------------------------------------------------
 
 cmd_down() {
-  local ids images pid
+  local ids images image pass pid
   if docker_ok; then
     ids=$("$DOCKER" ps -aq --filter "label=$LAB_LABEL")
     if [[ -n $ids ]]; then
@@ -695,12 +695,16 @@ cmd_down() {
     return
   fi
   if docker_ok; then
-    images=$("$DOCKER" images -q --filter "label=$LAB_LABEL" | sort -u)
-    if [[ -n $images ]]; then
-      # shellcheck disable=SC2086 # one id per word
-      "$DOCKER" rmi -f $images >/dev/null
-      log "down: removed lab images"
-    fi
+    # One at a time, newest first (docker's order), a few passes: a node image committed from a
+    # lab node (lab/lab.sh node-image) is a child of its base and must go before it.
+    for pass in 1 2 3; do
+      images=$("$DOCKER" images -q --filter "label=$LAB_LABEL" | awk '!seen[$0]++')
+      [[ -n $images ]] || break
+      for image in $images; do "$DOCKER" rmi -f "$image" >/dev/null 2>&1 || true; done
+      log "down: removed lab images (pass $pass)"
+    done
+    images=$("$DOCKER" images -q --filter "label=$LAB_LABEL")
+    [[ -z $images ]] || die "down: lab images left that docker would not remove: $(paste -sd' ' - <<<"$images")"
   fi
   if [[ -d $GNUPG_DIR ]]; then
     GNUPGHOME=$GNUPG_DIR gpgconf --kill all 2>/dev/null || true
