@@ -114,11 +114,12 @@ BROKEN_DAEMON_JSON = "/etc/docker/daemon.json"
     (("--tags", "toolkit"), "toolkit", {"nvidia_container_toolkit_version": "1.99.0-1"}, "1.99.0-1"),
     (("--skip-tags", "driver,image,services,verify"), "toolkit", {"nvidia_container_toolkit_version": "1.99.0-1"},
      "1.99.0-1"),
+    (("--check", "--tags", "toolkit"), "toolkit", {"nvidia_container_toolkit_version": "1.99.0-1"}, "1.99.0-1"),
     (("--tags", "image,services"), "image", {"pytorch_image_digest": "sha256:" + "0" * 64}, "0" * 64),
     # an image without JupyterLab, as the official pytorch/pytorch images are: refused before the unit changes
     (("--tags", "services"), "services", {"jupyter_container_image": "BUSYBOX"}, "has no jupyter"),
     (("--tags", "verify"), "verify", {"gpu_verify_require_gpu": True}, "cuda"),
-], ids=["driver", "docker,toolkit", "toolkit", "skip-tags", "image,services", "services", "verify"])
+], ids=["driver", "docker,toolkit", "toolkit", "skip-tags", "check-toolkit", "image,services", "services", "verify"])
 def test_a_stage_run_that_fails_on_a_node_exits_non_zero(only_once, playbook, tmp_path, busybox_image, args, stage,
                                                          extra, message):
     if "BUSYBOX" in extra.values():
