@@ -15,23 +15,36 @@ declare -a REPORT=()
 PASSED=0
 FAILED=0
 
+# Each stage's output also goes to a log; a failed stage's failure lines are printed again
+# after the summary, so the last lines of a CI log say what failed and why.
+LOGS=${TEST_LOGS:-$PWD/.test-logs}
+mkdir -p "$LOGS"
+FAILED_LOG=""
+
 summary() {
   echo "=== stage times"
   for line in "${REPORT[@]}"; do echo "  $line"; done
   echo "stages: $PASSED passed, $FAILED failed"
+  if [[ -n $FAILED_LOG ]]; then
+    echo "=== why it failed (from $FAILED_LOG)"
+    sed 's/\x1b\[[0-9;]*m//g' "$FAILED_LOG" |
+      grep -E -A14 'fatal: |FAILED! =>|^ *E  |AssertionError|ERROR |[Ee]rror:|failed=[1-9]' | tail -n 80 || true
+  fi
 }
 trap summary EXIT
 
 stage() {
   local name=$1 start=$SECONDS rc=0
   shift
+  local log="$LOGS/${name//[^A-Za-z0-9_.-]/_}.log"
   echo "=== stage: $name"
-  "$@" || rc=$?
+  { "$@" 2>&1 | tee "$log"; } || rc=$?   # pipefail: the stage's status (tee's is 0)
   local took=$((SECONDS - start))
   if ((rc == 0)); then
     PASSED=$((PASSED + 1)); REPORT+=("$(printf '%-28s %5ss  ok' "$name" "$took")")
   else
     FAILED=$((FAILED + 1)); REPORT+=("$(printf '%-28s %5ss  FAILED (rc=%s)' "$name" "$took" "$rc")")
+    FAILED_LOG=$log
     exit "$rc"
   fi
 }
