@@ -75,7 +75,9 @@ usage: lab/lab.sh SUBCOMMAND
   image       build $NODE_IMAGE_REPO:{${NODE_SUITES[*]// /,}} and $BUSYBOX_IMAGE, push the latter to the lab registry
   registry    start the registry (:$REGISTRY_PORT) and web server (:$WWW_PORT) on docker0, build standin-repos
   standin-repos  build the signed STAND-IN for NVIDIA's container-toolkit apt repo under www/
-  standin-image  build the STAND-IN pytorch workbench image, push it to the registry, save it under www/images/
+  standin-image  build the STAND-IN pytorch images: the workbench (push it to the registry, save it
+              under www/images/) and the runtime shaped like the official image (push it), with
+              the STAND-IN apt repository (www/apt-standin/) and PyPI index (www/pypi/) its builds use
   up          prereqs + image + registry + LAB_NODES nodes (default 2) of the releases in
               LAB_NODE_SUITES (default bookworm; "bookworm trixie" alternates) + inventory
   down        remove lab containers, daemons, inventory; LAB_PURGE=1 also images, state, dockerd
@@ -85,7 +87,8 @@ usage: lab/lab.sh SUBCOMMAND
               $NODE_IMAGE_REPO:SUITE-nvidia when Molecule's nvidia_driver scenario committed it from the
               current inputs (driver-inputs), else the plain $NODE_IMAGE_REPO:SUITE
   driver-inputs SUITE  hash of what that committed image depends on (roles, plugins, lab inventory, base image)
-  env         print GPUFLEET_LAB_REGISTRY=... and GPUFLEET_LAB_WWW=... for eval
+  env         print GPUFLEET_LAB_REGISTRY=... and GPUFLEET_LAB_WWW=... for eval, and the stand-in
+              images' GPUFLEET_LAB_{WORKBENCH,RUNTIME}_{DIGEST,ID}=... once standin-image has run
 EOF
 }
 
@@ -358,25 +361,35 @@ cmd_standin_repos() {
   [[ -z $cidr ]] || log "standin: http://${cidr%/*}:$WWW_PORT/$STANDIN_REPO/stable/deb/amd64/ (key: $STANDIN_REPO/gpgkey)"
 }
 
-# The STAND-IN for the pytorch/pytorch workbench image (unpullable here): built offline,
-# pushed as <ip>:5000/lab/pytorch-workbench:2.13-cpu-standin and saved under www/images/ with
-# a JSON description (digest, image id). Rebuilds only when its inputs change (minutes).
+# The STAND-INs for the pytorch/pytorch images (unpullable here), built offline, each with a
+# JSON description (digest, image id) under www/images/; each rebuilds only when its inputs
+# change (minutes), otherwise this takes a few seconds:
+# - workbench: kinder than the official image (JupyterLab, sshd), pushed as
+#   <ip>:5000/lab/pytorch-workbench:2.13-cpu-standin and saved under www/images/;
+# - runtime: shaped like the official image (no JupyterLab, no sshd), pushed as
+#   <ip>:5000/lab/pytorch:2.13-cpu-runtime-standin, with what a build FROM it needs: the
+#   signed STAND-IN apt repository www/apt-standin/ (openssh-server) and the PyPI index
+#   www/pypi/ (JupyterLab).
 WORKBENCH_JSON=$WWW_DIR/images/pytorch-workbench-standin.json
+RUNTIME_JSON=$WWW_DIR/images/pytorch-runtime-standin.json
 cmd_standin_image() {
-  local ip
+  local ip flavour
   need_docker
   ip=$(bridge_ip)
   ensure_registry "$ip"
   ensure_www "$ip"
-  bash "$LAB_DIR/standin/build-workbench-image.sh" --registry "$ip:$REGISTRY_PORT" \
-    --www "$WWW_DIR" --www-url "http://$ip:$WWW_PORT" --state-dir "$STATE_DIR" --docker "$DOCKER" 9>&-
+  for flavour in workbench runtime; do
+    bash "$LAB_DIR/standin/build-workbench-image.sh" --flavour "$flavour" --registry "$ip:$REGISTRY_PORT" \
+      --www "$WWW_DIR" --www-url "http://$ip:$WWW_PORT" --state-dir "$STATE_DIR" --docker "$DOCKER" \
+      --gnupghome "$GNUPG_DIR" --key "$KEY_UID" 9>&-
+  done
 }
 
-# workbench_field KEY: a field of the workbench image's JSON description, empty if none.
-workbench_field() {
-  [[ -f $WORKBENCH_JSON ]] || return 0
+# standin_field FILE KEY: a field of a stand-in image's JSON description, empty if none.
+standin_field() {
+  [[ -f $1 ]] || return 0
   "$(python_bin)" -c 'import json, sys; print(json.load(open(sys.argv[1])).get(sys.argv[2], ""))' \
-    "$WORKBENCH_JSON" "$1" 2>/dev/null || true
+    "$1" "$2" 2>/dev/null || true
 }
 
 cmd_registry() {
@@ -622,8 +635,12 @@ inventory_yaml() {
   echo "        gpufleet_lab_registry: \"$ip:$REGISTRY_PORT\""
   echo "        gpufleet_lab_www: \"http://$ip:$WWW_PORT\""
   if [[ -f $WORKBENCH_JSON ]]; then
-    echo "        gpufleet_lab_workbench_digest: \"$(workbench_field digest)\""
-    echo "        gpufleet_lab_workbench_id: \"$(workbench_field image_id)\""
+    echo "        gpufleet_lab_workbench_digest: \"$(standin_field "$WORKBENCH_JSON" digest)\""
+    echo "        gpufleet_lab_workbench_id: \"$(standin_field "$WORKBENCH_JSON" image_id)\""
+  fi
+  if [[ -f $RUNTIME_JSON ]]; then
+    echo "        gpufleet_lab_runtime_digest: \"$(standin_field "$RUNTIME_JSON" digest)\""
+    echo "        gpufleet_lab_runtime_id: \"$(standin_field "$RUNTIME_JSON" image_id)\""
   fi
   # Debian 13 nodes get the lab's per-release settings (inventories/lab/group_vars/lab_debian13.yml).
   local -a trixie=()
@@ -666,6 +683,8 @@ cmd_up() {
   log "up: $n node(s) ready in $((SECONDS - start)) s"
   log "registry $ip:$REGISTRY_PORT, web http://$ip:$WWW_PORT/ (key: lab-archive-key.asc)"
   log "stand-in NVIDIA toolkit repo: http://$ip:$WWW_PORT/$STANDIN_REPO/stable/deb/amd64/"
+  log "stand-in images: $(standin_field "$WORKBENCH_JSON" repository) (workbench), $(standin_field "$RUNTIME_JSON" repository) (runtime)"
+  log "stand-in mirrors: $(standin_field "$RUNTIME_JSON" apt_url) (apt), $(standin_field "$RUNTIME_JSON" pip_index_url) (PyPI)"
   log "reach a node: docker exec -it ${NODE_PREFIX}1 bash"
 }
 
@@ -751,10 +770,16 @@ cmd_status() {
     if image_exists "$image"; then log "image: $image present"; else log "image: $image absent"; fi
   done
   if [[ -f $WORKBENCH_JSON ]]; then
-    log "workbench: $(workbench_field repository):$(workbench_field tag) @ $(workbench_field digest)"
-    log "workbench: $(workbench_field archive_url) (image id $(workbench_field image_id))"
+    log "workbench: $(standin_field "$WORKBENCH_JSON" repository):$(standin_field "$WORKBENCH_JSON" tag) @ $(standin_field "$WORKBENCH_JSON" digest)"
+    log "workbench: $(standin_field "$WORKBENCH_JSON" archive_url) (image id $(standin_field "$WORKBENCH_JSON" image_id))"
   else
     log "workbench: absent (lab/lab.sh standin-image)"
+  fi
+  if [[ -f $RUNTIME_JSON ]]; then
+    log "runtime: $(standin_field "$RUNTIME_JSON" repository):$(standin_field "$RUNTIME_JSON" tag) @ $(standin_field "$RUNTIME_JSON" digest)"
+    log "runtime: image id $(standin_field "$RUNTIME_JSON" image_id); apt $(standin_field "$RUNTIME_JSON" apt_url), PyPI $(standin_field "$RUNTIME_JSON" pip_index_url)"
+  else
+    log "runtime: absent (lab/lab.sh standin-image)"
   fi
   if [[ -f $INVENTORY ]]; then
     log "inventory: ${INVENTORY#"$REPO_ROOT"/}"
@@ -771,8 +796,12 @@ cmd_env() {
   printf "GPUFLEET_LAB_REGISTRY='%s'\n" "$ip:$REGISTRY_PORT"
   printf "GPUFLEET_LAB_WWW='%s'\n" "http://$ip:$WWW_PORT"
   if [[ -f $WORKBENCH_JSON ]]; then
-    printf "GPUFLEET_LAB_WORKBENCH_DIGEST='%s'\n" "$(workbench_field digest)"
-    printf "GPUFLEET_LAB_WORKBENCH_ID='%s'\n" "$(workbench_field image_id)"
+    printf "GPUFLEET_LAB_WORKBENCH_DIGEST='%s'\n" "$(standin_field "$WORKBENCH_JSON" digest)"
+    printf "GPUFLEET_LAB_WORKBENCH_ID='%s'\n" "$(standin_field "$WORKBENCH_JSON" image_id)"
+  fi
+  if [[ -f $RUNTIME_JSON ]]; then
+    printf "GPUFLEET_LAB_RUNTIME_DIGEST='%s'\n" "$(standin_field "$RUNTIME_JSON" digest)"
+    printf "GPUFLEET_LAB_RUNTIME_ID='%s'\n" "$(standin_field "$RUNTIME_JSON" image_id)"
   fi
 }
 
