@@ -17,6 +17,8 @@ from ansible_collections.gpufleet.node.plugins.module_utils._torch_report import
     unverified_row,
 )
 
+BASE_LABEL = "org.gpufleet.base"
+
 
 def gpu_verify_findings(facts, observed, lock, require_gpu=True, groups=()):
     """Each check of a host against the lock: check, expected, measured, passed."""
@@ -31,19 +33,41 @@ def gpu_verify_row(findings, host, facts, observed):
     return report_row(host, dict(facts or {}), dict(observed or {}), list(findings))
 
 
-def gpu_verify_images(container_results, images, probe_image=""):
-    """{service or 'probe': {id, digests}} from docker_container_info results and docker_image_info images."""
-    by_id = {i.get("Id"): i for i in images or []}
+def gpu_verify_images(container_results, images, probe_image="", base_images=()):
+    """{service or 'probe': {id, digests, base, from_base}} from docker_container_info results and
+    docker_image_info images. A workbench image built FROM the pin (pytorch_image_source `build`)
+    names its base in the label org.gpufleet.base; from_base is true only when that base is on the
+    host and its layers are the first layers of the image (a label alone proves nothing)."""
+    every = list(images or []) + list(base_images or [])
+    by_id = {i.get("Id"): i for i in every}
+
+    def find(ref):
+        return by_id.get(ref) or next((i for i in every if ref in (i.get("RepoTags") or [])
+                                       or ref in (i.get("RepoDigests") or [])), {})
 
     def describe(ref):
-        image = by_id.get(ref) or next((i for i in images or [] if ref in (i.get("RepoTags") or [])
-                                        or ref in (i.get("RepoDigests") or [])), {})
-        return {"id": image.get("Id", ""), "digests": list(image.get("RepoDigests") or [])}
+        image = find(ref)
+        found = {"id": image.get("Id", ""), "digests": list(image.get("RepoDigests") or [])}
+        base_ref = ((image.get("Config") or {}).get("Labels") or {}).get(BASE_LABEL, "")
+        if "@sha256:" in base_ref:
+            digest = "@" + base_ref.split("@", 1)[1]
+            base = next((i for i in every if any(d.endswith(digest) for d in i.get("RepoDigests") or [])), {})
+            layers = list((image.get("RootFS") or {}).get("Layers") or [])
+            base_layers = list((base.get("RootFS") or {}).get("Layers") or [])
+            found["base"] = base_ref
+            found["from_base"] = bool(base_layers) and layers[:len(base_layers)] == base_layers
+        return found
 
     found = {r["item"]: describe(r["container"]["Image"]) for r in container_results or [] if r.get("exists")}
     if probe_image:
         found["probe"] = describe(probe_image)
     return found
+
+
+def gpu_verify_base_refs(images):
+    """The pinned bases (label org.gpufleet.base) that built images name, to inspect them too."""
+    refs = {((i.get("Config") or {}).get("Labels") or {}).get(BASE_LABEL, "") for i in images or []}
+    return sorted(r for r in refs if "@sha256:" in r)
 
 
 def gpu_verify_unverified(hosts, hostvars, active_hosts):
@@ -76,6 +100,7 @@ class FilterModule:
             "gpu_verify_failures": gpu_verify_failures,
             "gpu_verify_row": gpu_verify_row,
             "gpu_verify_images": gpu_verify_images,
+            "gpu_verify_base_refs": gpu_verify_base_refs,
             "gpu_verify_unverified": gpu_verify_unverified,
             "gpu_verify_lock_problems": gpu_verify_lock_problems,
             "fleet_report": fleet_report,

@@ -36,15 +36,28 @@ def _finding(check, expected, measured, passed, note=""):
     return {"check": check, "expected": expected, "measured": measured, "passed": bool(passed), "note": note}
 
 
+def _built_from(image: dict) -> str:
+    """The pinned base digest of a workbench image built FROM it (its layers checked), else ''."""
+    base = image.get("base", "")
+    return base.split("@", 1)[1] if image.get("from_base") and "@" in base else ""
+
+
 def image_matches(image: dict, lock: dict) -> bool:
-    """An image (Id, RepoDigests) is the lock's when a repo digest or the archive's image ID matches."""
+    """An image (Id, RepoDigests) is the lock's when a repo digest or the archive's image ID matches,
+    or when it was built FROM the locked digest (pytorch_image_source `build`)."""
     digest = lock.get("image_digest", "")
     if digest and any(ref.endswith("@" + digest) for ref in image.get("digests", [])):
+        return True
+    if digest and _built_from(image) == digest:
         return True
     return bool(lock.get("image_id")) and image.get("id") == lock.get("image_id")
 
 
 def _image_label(image: dict) -> str:
+    """What the report shows: the registry digest, the base digest of a workbench image built FROM
+    the pin (its own digest is the site's build, not the pin), or the image ID."""
+    if _built_from(image):
+        return _built_from(image)
     digests = image.get("digests") or []
     return digests[0].split("@", 1)[1] if digests else image.get("id", "absent") or "absent"
 
@@ -54,7 +67,8 @@ def compare(facts: dict, observed: dict, lock: dict, require_gpu: bool = True, g
     findings = []
     want_image = lock.get("image_digest") or lock.get("image_id") or ""
     for name, image in sorted(observed.get("images", {}).items()):
-        findings.append(_finding(f"image ({name})", want_image, _image_label(image), image_matches(image, lock)))
+        note = f"built FROM it as {image.get('id', '')[:19]}" if _built_from(image) else ""
+        findings.append(_finding(f"image ({name})", want_image, _image_label(image), image_matches(image, lock), note))
 
     gpus = facts.get("device_count", 0)
     if require_gpu:

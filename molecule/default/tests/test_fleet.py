@@ -103,11 +103,14 @@ def test_below_the_threshold_the_other_nodes_finish_every_stage(only_once, playb
 
 # One run per stage tag (and combinations), each on the first node made to fail in that stage:
 # a rescued node must still end the run failed (rc 2), naming the stage and why, whatever stages
-# the run selects. The preflight stage only asserts the OS facts, which a lab node cannot fake.
+# the run selects. The preflight case: an explicit cdi on Debian 12's Docker 20.10 (the OS check
+# itself reads facts a lab node cannot fake).
 BROKEN_DAEMON_JSON = "/etc/docker/daemon.json"
 
 
 @pytest.mark.parametrize(("args", "stage", "extra", "message"), [
+    (("--tags", "preflight"), "preflight", {"nvidia_container_toolkit_nvml_fix": "cdi"},
+     "installs Docker 20.10.24"),
     (("--tags", "driver"), "driver", {"nvidia_driver_branch": "580", "nvidia_driver_version": ""},
      "carries driver branch 535 only"),
     (("--tags", "docker,toolkit"), "docker", {}, "daemon.json"),
@@ -116,15 +119,13 @@ BROKEN_DAEMON_JSON = "/etc/docker/daemon.json"
      "1.99.0-1"),
     (("--check", "--tags", "toolkit"), "toolkit", {"nvidia_container_toolkit_version": "1.99.0-1"}, "1.99.0-1"),
     (("--tags", "image,services"), "image", {"pytorch_image_digest": "sha256:" + "0" * 64}, "0" * 64),
-    # an image without JupyterLab, as the official pytorch/pytorch images are: refused before the unit changes
-    (("--tags", "services"), "services", {"jupyter_container_image": "BUSYBOX"}, "has no jupyter"),
+    # the official-shaped pin run as it is (no JupyterLab, no sshd): refused before the unit changes
+    (("--tags", "image,services"), "services", {"pytorch_image_source": "registry"}, "has no jupyter"),
     (("--tags", "verify"), "verify", {"gpu_verify_require_gpu": True}, "cuda"),
-], ids=["driver", "docker,toolkit", "toolkit", "skip-tags", "check-toolkit", "image,services", "services", "verify"])
-def test_a_stage_run_that_fails_on_a_node_exits_non_zero(only_once, playbook, tmp_path, busybox_image, args, stage,
-                                                         extra, message):
-    if "BUSYBOX" in extra.values():
-        assert on(NODES[0], f"docker pull -q {busybox_image}").returncode == 0
-        extra = {key: busybox_image if value == "BUSYBOX" else value for key, value in extra.items()}
+], ids=["preflight", "driver", "docker,toolkit", "toolkit", "skip-tags", "check-toolkit", "image,services", "services",
+        "verify"])
+def test_a_stage_run_that_fails_on_a_node_exits_non_zero(only_once, playbook, tmp_path, args, stage, extra, message):
+    if stage == "services":
         unit_before = on(NODES[0], "cat /etc/systemd/system/gpufleet-jupyter.service").stdout
     if stage == "docker":   # a daemon.json that is not JSON; the running dockerd keeps its own copy
         assert on(NODES[0], f"cp -p {BROKEN_DAEMON_JSON} {BROKEN_DAEMON_JSON}.test && "

@@ -63,14 +63,37 @@ def test_site_check_mode_on_converged_nodes_reports_no_change(playbook):
     assert run.clean and len(run.recap) == 2, run
 
 
-def test_every_node_serves_the_workbench_from_the_pinned_image(host):
-    """The services stage: Jupyter on loopback behind its token, sshd on 2222, both from the pin."""
-    image_id = os.environ.get("GPUFLEET_LAB_WORKBENCH_ID", "")
+def image(host, ref):
+    return json.loads(host.check_output(f"docker image inspect {ref}"))[0]
+
+
+def test_every_node_serves_the_workbench_built_from_the_pinned_image(host):
+    """The image and services stages with the default pytorch_image_source (`build`) on the lab's
+    STAND-IN shaped like the official image (no JupyterLab, no sshd): the services run the workbench
+    image built FROM the pin (its layers first), with sshd from the image's apt sources and
+    JupyterLab from the site's pip index. One node built it and pushed it; the other pulled it."""
+    registry = os.environ.get("GPUFLEET_LAB_REGISTRY", "172.17.0.1:5000")
+    pin = f"{registry}/lab/pytorch@{os.environ.get('GPUFLEET_LAB_RUNTIME_DIGEST', '')}"
+    base = image(host, pin)
+    assert host.run(f"docker run --rm --network none {pin} sh -c 'command -v sshd || command -v jupyter'").rc != 0
     for unit in ("gpufleet-jupyter", "gpufleet-ssh"):
         assert host.service(unit).is_running and host.service(unit).is_enabled
-        assert host.check_output(f"docker inspect -f '{{{{.Image}}}}' {unit}") == image_id
+        running = image(host, host.check_output(f"docker inspect -f '{{{{.Image}}}}' {unit}"))
+        assert running["Config"]["Labels"]["org.gpufleet.base"] == pin
+        layers = base["RootFS"]["Layers"]
+        assert running["RootFS"]["Layers"][:len(layers)] == layers
+        assert any(d.startswith(f"{registry}/lab/pytorch-site-workbench@") for d in running["RepoDigests"])
+    workbench = host.check_output("docker inspect -f '{{.Image}}' gpufleet-jupyter")
+    assert host.check_output(f"docker run --rm --network none {workbench} jupyter lab --version") == "4.6.6"
     status = host.run("python3 -c \"import urllib.request as u; u.urlopen('http://127.0.0.1:8888/api/status')\"")
     assert "HTTP Error 403" in status.stderr
     probe = "import socket; print(socket.create_connection(('127.0.0.1', 2222)).recv(64))"
     banner = host.check_output(f'python3 -c "{probe}"')
     assert "OpenSSH" in banner
+
+
+def test_a_services_run_alone_keeps_the_workbench_built_from_the_pin(playbook):
+    """`--tags services` names the image from the variables alone: the built workbench image
+    (its tag carries the build inputs' hash), not the base, so nothing changes on converged nodes."""
+    run = playbook("converge.yml", "--tags", "services")
+    assert run.clean and len(run.recap) == 2, run
