@@ -54,6 +54,9 @@ NODE_FLAGS=(
   --security-opt=seccomp=unconfined
   --security-opt=apparmor=unconfined
   --cgroupns=host
+  # the NVIDIA character devices (major 195), as a GPU host's own cgroup allows them: the
+  # node's Docker can then hand the lab's STAND-IN GPU (lab/standin/gpu/) to its containers
+  "--device-cgroup-rule=c 195:* rwm"
   --volume=/sys/fs/cgroup:/sys/fs/cgroup:rw
   --tmpfs=/run
   --tmpfs=/run/lock

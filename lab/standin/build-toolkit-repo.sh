@@ -2,7 +2,7 @@
 # Builds the lab's STAND-IN for NVIDIA's libnvidia-container stable apt repository, which
 # cannot be reached from the lab. It is NOT NVIDIA's repository and holds no NVIDIA software:
 # the four packages carry the real names, versions and exact-version dependencies, with
-# placeholder shell scripts inside (see lab/README.md and files/README.txt).
+# stand-in scripts inside (see lab/README.md and files/README.txt).
 #
 # Layout, flat per architecture like NVIDIA's (`deb [signed-by=...] URL/stable/deb/amd64 /`):
 #   WWW/nvidia-container-toolkit-standin/README.txt, gpgkey
@@ -118,7 +118,8 @@ new_root() {
   cat >"$root/usr/share/doc/$pkg/README.stand-in" <<EOF
 $pkg $version: STAND-IN built by the gpufleet lab (lab/standin/build-toolkit-repo.sh).
 This is NOT NVIDIA software. It stands in for NVIDIA's package of the same name so
-that roles can be tested offline; it contains placeholder scripts only.
+that roles can be tested offline; it contains stand-in scripts only, which hand
+the lab's STAND-IN GPU (lab/standin/gpu/) to containers, never a real one.
 EOF
   printf '%s\n' "$root"
 }
@@ -171,16 +172,16 @@ for version in "${VERSIONS[@]}"; do
   root=$(new_root nvidia-container-toolkit-base "$version")
   install_script nvidia-container-runtime "$root" usr/bin/nvidia-container-runtime "$version"
   install_script nvidia-ctk.in "$root" usr/bin/nvidia-ctk "$version"
-  build_deb "$root" nvidia-container-toolkit-base "$version" "" \
+  build_deb "$root" nvidia-container-toolkit-base "$version" "python3" \
     "nvidia-container-toolkit-base" \
-    "Contents: /usr/bin/nvidia-container-runtime (hands over to runc, no GPU) and /usr/bin/nvidia-ctk (--version only)."
+    "Contents: /usr/bin/nvidia-container-runtime (a runc shim that adds the lab's STAND-IN GPU devices to the container) and /usr/bin/nvidia-ctk (--version, cdi generate, system create-dev-char-symlinks)."
 
   root=$(new_root nvidia-container-toolkit "$version")
   install_script nvidia-container-runtime-hook.in "$root" usr/bin/nvidia-container-runtime-hook "$version"
   build_deb "$root" nvidia-container-toolkit "$version" \
     "nvidia-container-toolkit-base (= $version), libnvidia-container-tools (= $version)" \
     "nvidia-container-toolkit" \
-    "Contents: /usr/bin/nvidia-container-runtime-hook, a script that exits 0."
+    "Contents: /usr/bin/nvidia-container-runtime-hook, a script that exits 0 (the stand-in runtime adds the devices)."
 done
 
 # --- indexes -----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ Run by hand: `python3 _torch_probe.py '{"benchmark": true}'`.
 
 from __future__ import annotations
 
+import glob
 import json
 import re
 import statistics
@@ -20,7 +21,7 @@ import subprocess
 import sys
 import time
 
-PROBE_VERSION = 1
+PROBE_VERSION = 2
 # Relative error (Frobenius norm) of a 512x512x512 product against a float64 CPU reference.
 # float32 allows for TF32 where a site enables it; the 16-bit bounds follow their mantissas.
 TOLERANCE = {"float32": 2e-3, "bfloat16": 2e-2, "float16": 5e-3}
@@ -130,7 +131,9 @@ def run_check(result, name, fn, *args):
 
 def probe(options):
     started = time.monotonic()
-    result = {"probe_version": PROBE_VERSION, "python": sys.version.split()[0], "checks": {}, "errors": []}
+    result = {"probe_version": PROBE_VERSION, "python": sys.version.split()[0], "checks": {}, "errors": [],
+              # what the GPU hand-over gave this container, whatever torch makes of it
+              "device_nodes": sorted(glob.glob("/dev/nvidia[0-9]*"))}
     try:
         import torch  # noqa: PLC0415 - the probe reports a missing torch instead of crashing
     except Exception as exc:

@@ -90,6 +90,7 @@ def compare(facts: dict, observed: dict, lock: dict, require_gpu: bool = True, g
             findings.append(_finding(key, lock[key], facts.get(key, ""), str(facts.get(key, "")) == str(lock[key])))
 
     findings += handover_findings(observed.get("gpu_handover") or {}, driver)
+    findings += probe_devices_findings(facts, observed.get("probe_gpus") or [], int(observed.get("gpu_count") or 0))
     findings += _probe_findings(facts, lock)
     for error in facts.get("errors", []):
         findings.append(_finding("probe", "no error", error, False))
@@ -118,6 +119,25 @@ def handover_findings(handover: dict, driver: str) -> list:
                                  f"{handover.get('cdi_spec_path', 'the CDI specification')} for driver {driver or '?'}",
                                  measured, fresh))
     return findings
+
+
+def probe_devices_findings(facts: dict, requested: list, gpu_count: int) -> list:
+    """Whether the probe's container got the GPU device nodes it was given: the hand-over itself,
+    which a broken driver or CUDA stack leaves working and a broken runtime or CDI spec does not.
+
+    ``requested``: the probe's devices as container_service_gpus resolved them (["all"], indexes,
+    UUIDs); empty when the probe was given no GPU. Probes before version 2 report no device nodes.
+    """
+    if not requested or "device_nodes" not in facts:
+        return []
+    nodes = [str(node) for node in facts.get("device_nodes") or []]
+    # a MIG device's node is its parent GPU's, which several MIG devices share
+    mig = any(str(device).startswith("MIG-") for device in requested)
+    want = gpu_count if "all" in requested else len(requested)
+    passed = bool(nodes) if mig else len(nodes) == want
+    expected = "at least 1 GPU device node" if mig else f"{want} GPU device node(s)"
+    return [_finding("gpu hand-over (probe container)", expected,
+                     f"{len(nodes)} ({', '.join(nodes) or 'none'})", passed)]
 
 
 def _probe_findings(facts: dict, lock: dict) -> list:

@@ -227,3 +227,32 @@ def test_a_broken_gpu_handover_is_drift(handover, failures):
     assert failed(findings) == failures
     assert any(f["check"].startswith("gpu hand-over") for f in findings) == (handover != {"runtimes": None,
                                                                                           "cdi_spec": None})
+
+
+NODES8 = [f"/dev/nvidia{i}" for i in range(8)]
+
+
+@pytest.mark.parametrize(("nodes", "requested", "failures"), [
+    (NODES8, ["all"], {}),
+    (NODES8[2:4], ["2", "3"], {}),
+    (["/dev/nvidia0"], ["MIG-1f6d3b52-7c1e-5d2e-9f4c-2f0b6d1a8e31", "MIG-2a7c"], {}),
+    # the runtime or the CDI spec handed nothing over: the container has no device node
+    ([], ["all"], {"gpu hand-over (probe container)": ("8 GPU device node(s)", "0 (none)")}),
+    (NODES8[:1], ["0", "1"], {"gpu hand-over (probe container)": ("2 GPU device node(s)", "1 (/dev/nvidia0)")}),
+    ([], ["MIG-2a7c"], {"gpu hand-over (probe container)": ("at least 1 GPU device node", "0 (none)")}),
+])
+def test_the_probe_container_must_get_the_gpus_it_was_given(nodes, requested, failures):
+    findings = compare({**gpu_facts(), "device_nodes": nodes},
+                       {**observed(), "probe_gpus": requested, "gpu_count": 8}, LOCK, groups=["hgx"])
+    assert failed(findings) == failures
+    assert [f["check"] for f in findings].count("gpu hand-over (probe container)") == 1
+
+
+@pytest.mark.parametrize(("facts", "requested"), [
+    ({"device_nodes": []}, []),            # given no GPU (gpus: none, or a host without GPUs)
+    ({}, ["all"]),                         # a probe older than version 2 reports no device nodes
+])
+def test_no_device_node_check_without_gpus_asked_for_or_reported(facts, requested):
+    findings = compare({**gpu_facts(), **facts}, {**observed(), "probe_gpus": requested, "gpu_count": 8},
+                       LOCK, groups=["hgx"])
+    assert "gpu hand-over (probe container)" not in [f["check"] for f in findings]
