@@ -55,9 +55,13 @@ def gpu_devices(gpus, gpu_count: int) -> list[str]:
 
 
 def gpu_args(devices: list[str], cdi: bool) -> list[str]:
-    """Docker arguments giving a container these GPUs: CDI device names, or the nvidia runtime."""
+    """Docker arguments giving a container these GPUs: CDI device names, or the nvidia runtime.
+
+    No GPUs is said explicitly too: images built FROM the official pytorch/pytorch ones set
+    NVIDIA_VISIBLE_DEVICES=all, which the nvidia runtime honours wherever it runs a container
+    (a default-runtime nvidia, or a site's wrapper), handing it every GPU of the node."""
     if not devices:
-        return []
+        return ["--env", "NVIDIA_VISIBLE_DEVICES=void"]
     if cdi:
         return [arg for dev in devices for arg in ("--device", f"nvidia.com/gpu={dev}")]
     selector = "all" if devices == ["all"] else f'"device={",".join(devices)}"'

@@ -14,14 +14,16 @@ Run by hand: `python3 _torch_probe.py '{"benchmark": true}'`.
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
+import os
 import re
 import statistics
 import subprocess
 import sys
 import time
 
-PROBE_VERSION = 2
+PROBE_VERSION = 3
 # Relative error (Frobenius norm) of a 512x512x512 product against a float64 CPU reference.
 # float32 allows for TF32 where a site enables it; the 16-bit bounds follow their mantissas.
 TOLERANCE = {"float32": 2e-3, "bfloat16": 2e-2, "float16": 5e-3}
@@ -29,6 +31,10 @@ MATMUL_SIZE = 512
 BENCH_SIZE = 8192
 BENCH_REPEATS = 10
 COPY_BYTES = 1 << 30
+# The numerical fingerprint: a fixed seed, a small conv + MLP, a few SGD steps.
+FINGERPRINT_SEED = 20261201
+FINGERPRINT_STEPS = 3
+FINGERPRINT_DTYPES = ("float32", "bfloat16")
 
 
 def _timed(torch, fn, repeats, warmup=3):
@@ -122,6 +128,60 @@ def check_all_reduce(torch, count):
     return {"passed": correct, "value": busbw, "unit": "GB/s bus bandwidth"}
 
 
+def _digest(torch, tensors):
+    """SHA-256 of the exact bytes of the tensors, in order."""
+    sha = hashlib.sha256()
+    for tensor in tensors:
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        sha.update(bytes(flat.view(torch.uint8).tolist()))
+    return sha.hexdigest()
+
+
+def fingerprint(torch, device, dtype_name):
+    """What a training step computes here, bit for bit: a seeded conv + MLP built on the CPU
+    (the same starting bits everywhere), moved to the device in the dtype, a few SGD steps on
+    seeded data with deterministic algorithms; the SHA-256 of the parameters after each step."""
+    dtype = getattr(torch, dtype_name)
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        torch.manual_seed(FINGERPRINT_SEED)
+        gen = torch.Generator().manual_seed(FINGERPRINT_SEED)
+        model = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+            torch.nn.Linear(8 * 16 * 16, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+        inputs = torch.randn(32, 3, 16, 16, generator=gen)
+        labels = torch.randint(0, 10, (32,), generator=gen)
+        model = model.to(device=device, dtype=dtype)
+        inputs, labels = inputs.to(device=device, dtype=dtype), labels.to(device)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        steps = []
+        for _ in range(FINGERPRINT_STEPS):
+            optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(inputs).float(), labels)
+            loss.backward()
+            optimizer.step()
+            steps.append(_digest(torch, list(model.parameters())))
+        return {"passed": True, "sha256": steps[-1], "steps": steps, "device": str(device)}
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+def cpu_model():
+    """The CPU's model name: CPU results differ between instruction sets, as GPU results between models."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
 def run_check(result, name, fn, *args):
     try:
         result["checks"][name] = fn(*args)
@@ -131,6 +191,8 @@ def run_check(result, name, fn, *args):
 
 def probe(options):
     started = time.monotonic()
+    # cuBLAS is deterministic only with a fixed workspace, set before its first use (the fingerprint)
+    os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
     result = {"probe_version": PROBE_VERSION, "python": sys.version.split()[0], "checks": {}, "errors": [],
               # what the GPU hand-over gave this container, whatever torch makes of it
               "device_nodes": sorted(glob.glob("/dev/nvidia[0-9]*"))}
@@ -171,6 +233,17 @@ def probe(options):
             if device == "cpu" and dtype_name == "float16":
                 continue  # CPU half-precision matmul is slow and not what a GPU node is for
             run_check(result, f"matmul_{dtype_name}@{device}", check_matmul, torch, device, dtype_name)
+
+    # one fingerprint per dtype on the first GPU (a node's GPUs are one model), else on the CPU
+    kind = "cuda" if cuda else "cpu"
+    dtypes = {}
+    for dtype_name in FINGERPRINT_DTYPES:
+        try:
+            dtypes[dtype_name] = fingerprint(torch, "cuda:0" if cuda else "cpu", dtype_name)
+        except Exception as exc:
+            dtypes[dtype_name] = {"passed": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
+    result["fingerprint"] = {"kind": kind, "model": result["devices"][0]["name"] if cuda else cpu_model(),
+                             "dtypes": dtypes}
 
     if options.get("benchmark") and cuda:
         for index in range(result["device_count"]):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 
 PERFORMANCE_CHECKS = {"tflops_bf16": "bf16_tflops", "tflops_fp16": "fp16_tflops", "copy_bandwidth": "copy_tbps"}
 
@@ -92,6 +93,7 @@ def compare(facts: dict, observed: dict, lock: dict, require_gpu: bool = True, g
     findings += handover_findings(observed.get("gpu_handover") or {}, driver)
     findings += probe_devices_findings(facts, observed.get("probe_gpus") or [], int(observed.get("gpu_count") or 0))
     findings += _probe_findings(facts, lock)
+    findings += fingerprint_findings(facts, lock)
     for error in facts.get("errors", []):
         findings.append(_finding("probe", "no error", error, False))
     return findings
@@ -140,6 +142,29 @@ def probe_devices_findings(facts: dict, requested: list, gpu_count: int) -> list
                      f"{len(nodes)} ({', '.join(nodes) or 'none'})", passed)]
 
 
+def fingerprint_name(facts: dict) -> str:
+    """What the lock keys a fingerprint by: the device kind and model ("cuda NVIDIA H100 80GB
+    HBM3", "cpu AMD EPYC 9654"); the lock's image and driver are the fleet's anyway."""
+    fingerprint = facts.get("fingerprint") or {}
+    return f"{fingerprint.get('kind', '')} {fingerprint.get('model', '')}".strip()
+
+
+def fingerprint_findings(facts: dict, lock: dict) -> list:
+    """The fingerprint against the lock's for this device kind and model, where the lock has one
+    (playbooks/lock.yml records it from a reference node). Without one the report compares the
+    nodes of a group with each other instead (fingerprint_groups)."""
+    wanted = (lock.get("fingerprints") or {}).get(fingerprint_name(facts))
+    if not wanted:
+        return []
+    dtypes = (facts.get("fingerprint") or {}).get("dtypes") or {}
+    findings = []
+    for dtype, sha in sorted(wanted.items()):
+        got = dtypes.get(dtype) or {}
+        measured = got.get("sha256") or (f"error: {got['error']}" if "error" in got else "not computed")
+        findings.append(_finding(f"fingerprint ({dtype})", str(sha), measured, measured == sha))
+    return findings
+
+
 def _probe_findings(facts: dict, lock: dict) -> list:
     """The probe's checks; performance against the lock's floor for the GPU's model."""
     findings = []
@@ -168,6 +193,28 @@ def failures_message(host: str, findings: list) -> str:
                      for f in findings if not f["passed"])
 
 
+def _row_fingerprint(facts: dict, observed: dict):
+    """The row's fingerprint with what decides whom it must match bit for bit: the image the probe
+    ran, the device kind and model, the driver. None when the probe computed none (older probes)."""
+    fingerprint = facts.get("fingerprint")
+    if not fingerprint:
+        return None
+    dtypes = {dtype: ({"sha256": v["sha256"], "steps": list(v.get("steps") or [])} if v.get("sha256")
+                      else {"error": v.get("error", "not computed")})
+              for dtype, v in sorted((fingerprint.get("dtypes") or {}).items())}
+    return {"name": fingerprint_name(facts), "image": (observed.get("images") or {}).get("probe") or {},
+            "driver": observed.get("driver_version") or facts.get("driver_version") or "none", "dtypes": dtypes}
+
+
+def _fingerprint_group(row: dict, lock: dict) -> str:
+    """Nodes that should compute the same bits: the same device kind and model, driver and image
+    (the lock's image, however the node got it: registry, archive or built FROM it)."""
+    fingerprint = row["fingerprint"]
+    image = fingerprint["image"]
+    label = "the locked image" if image and image_matches(image, lock) else (_image_label(image)[:19] if image else "?")
+    return f"{fingerprint['name']}, driver {fingerprint['driver']}, {label}"
+
+
 def report_row(host: str, facts: dict, observed: dict, findings: list) -> dict:
     """A host's row of the fleet report."""
     checks = facts.get("checks", {})
@@ -191,6 +238,7 @@ def report_row(host: str, facts: dict, observed: dict, findings: list) -> dict:
         "tflops_bf16": best("tflops_bf16"),
         "copy_tbps": best("copy_bandwidth"),
         "probe_s": facts.get("wall_time_s"),
+        "fingerprint": _row_fingerprint(facts, observed),
         "passed": all(f["passed"] for f in findings),
         "failed": [f for f in findings if not f["passed"]],
         "findings": findings,
@@ -198,6 +246,29 @@ def report_row(host: str, facts: dict, observed: dict, findings: list) -> dict:
 
 
 PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def fingerprint_lock_problems(fingerprints) -> list:
+    """The lock's fingerprints: {"<kind> <model>": {"float32" | "bfloat16": <sha256 hex>}}."""
+    if fingerprints in (None, {}):
+        return []
+    if not isinstance(fingerprints, dict):
+        return [f"gpu_verify_lock.fingerprints must map '<kind> <model>' to dtypes; got {fingerprints!r}"]
+    problems = []
+    for name, dtypes in fingerprints.items():
+        kind = str(name).split(" ", 1)[0]
+        if kind not in ("cpu", "cuda") or not isinstance(dtypes, dict) or not dtypes:
+            problems.append(f"gpu_verify_lock.fingerprints[{name!r}] must be named 'cpu <model>' or "
+                            f"'cuda <model>' and map float32/bfloat16 to a SHA-256; got {dtypes!r}")
+            continue
+        for dtype, sha in dtypes.items():
+            if dtype not in ("float32", "bfloat16") or not _SHA256.match(str(sha)):
+                problems.append(f"gpu_verify_lock.fingerprints[{name!r}][{dtype!r}] must be a float32 or "
+                                f"bfloat16 SHA-256 (64 hex digits); got {sha!r}")
+    return problems
 
 
 def lock_problems(lock: dict, pins: dict) -> list:
@@ -223,6 +294,7 @@ def lock_problems(lock: dict, pins: dict) -> list:
     differ("nvidia_driver_version", driver, "driver_version", lock.get("driver_version"))
     differ("nvidia_container_toolkit_version", pins.get("toolkit_version"), "toolkit_version",
            lock.get("toolkit_version"))
+    problems += fingerprint_lock_problems(lock.get("fingerprints"))
     return problems
 
 
@@ -283,9 +355,60 @@ def drift(rows: list, lock: dict | None = None) -> dict:
     return out
 
 
+def _first_step(steps: list, reference: list):
+    """The 1-based step at which two runs' parameters first differ (None when unknown)."""
+    for index, (mine, theirs) in enumerate(zip(steps, reference, strict=False)):
+        if mine != theirs:
+            return index + 1
+    return None
+
+
+def fingerprint_groups(rows: list, lock: dict | None = None) -> list:
+    """The nodes that should compute the same bits (same image, device kind and model, driver),
+    each dtype's reference (the lock's where it has one for the kind and model, else the value
+    most of the group's nodes share; a tie has none), and every node that differs from it: which
+    dtype, and from which training step."""
+    lock = lock or {}
+    groups = {}
+    for row in rows:
+        if not row.get("unverified") and row.get("fingerprint"):
+            groups.setdefault(_fingerprint_group(row, lock), []).append(row)
+    out = []
+    for group, members in sorted(groups.items()):
+        locked = (lock.get("fingerprints") or {}).get(members[0]["fingerprint"]["name"]) or {}
+        entry = {"group": group, "hosts": sorted(r["host"] for r in members), "reference": {}, "differs": []}
+        dtypes = sorted({d for r in members for d in r["fingerprint"]["dtypes"]})
+        for dtype in dtypes:
+            values = {r["host"]: r["fingerprint"]["dtypes"].get(dtype, {}) for r in members}
+            shas = [v.get("sha256") for v in values.values() if v.get("sha256")]
+            counts = sorted((shas.count(v) for v in set(shas)), reverse=True)
+            if locked.get(dtype):
+                reference, source = locked[dtype], "lock"
+            elif counts and (len(counts) == 1 or counts[0] > counts[1]):
+                reference, source = max(set(shas), key=shas.count), f"{counts[0]} of {len(members)} nodes"
+            else:
+                reference, source = None, "no majority"
+            entry["reference"][dtype] = {"sha256": reference, "from": source}
+            if reference is None:
+                continue
+            steps = next((v.get("steps", []) for v in values.values() if v.get("sha256") == reference), [])
+            for host, value in sorted(values.items()):
+                if value.get("sha256") != reference:
+                    entry["differs"].append({"host": host, "dtype": dtype,
+                                             "measured": value.get("sha256") or value.get("error", "not computed"),
+                                             "first_step": _first_step(value.get("steps", []), steps)})
+        out.append(entry)
+    return out
+
+
 def build_report(rows: list, lock: dict, generated: str) -> dict:
     rows = sorted(rows, key=lambda r: r["host"])
-    return {"generated": generated, "lock": lock, "hosts": rows, "drift": drift(rows, lock),
+    groups = fingerprint_groups(rows, lock)
+    drifted = drift(rows, lock)
+    fingerprint_hosts = sorted({d["host"] for g in groups for d in g["differs"]})
+    if fingerprint_hosts:
+        drifted["fingerprint"] = fingerprint_hosts
+    return {"generated": generated, "lock": lock, "hosts": rows, "drift": drifted, "fingerprints": groups,
             "summary": {"hosts": len(rows), "passed": sum(r["passed"] for r in rows),
                         "failed": sorted(r["host"] for r in rows if not r["passed"])}}
 
@@ -325,7 +448,24 @@ def render_markdown(report: dict) -> str:
     if report["drift"]:
         lines += ["", "## Drift", ""]
         lines += [f"- {column}: {', '.join(hosts)}" for column, hosts in sorted(report["drift"].items())]
+    lines += fingerprint_lines(report.get("fingerprints") or [])
     return "\n".join(lines) + "\n"
+
+
+def fingerprint_lines(groups: list) -> list:
+    """The Markdown section on the numerical fingerprint: per group, the reference and who differs."""
+    if not groups:
+        return []
+    lines = ["", "## Numerical fingerprint", "",
+             "Nodes of one group (same image, device kind and model, driver) should compute the same bits."]
+    for group in groups:
+        refs = ", ".join(f"{dtype} {(ref['sha256'] or '-')[:16]} ({ref['from']})"
+                         for dtype, ref in sorted(group["reference"].items()))
+        lines += ["", f"- {group['group']}: {len(group['hosts'])} node(s); {refs or 'none computed'}"]
+        for diff in group["differs"]:
+            step = f", from step {diff['first_step']}" if diff["first_step"] else ""
+            lines.append(f"  - {diff['host']}: {diff['dtype']} differs ({diff['measured'][:16]}{step})")
+    return lines
 
 
 def render_table(report: dict) -> list:
@@ -379,6 +519,8 @@ def render_html(report: dict) -> str:
             f" &middot; lock image {esc(str(lock.get('image_digest') or lock.get('image_id') or '-'))}</div>"
             f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
             + (f"<h2>Drift</h2><ul>{drift_items}</ul>" if drift_items else "")
+            + "".join(f"<p>{esc(line.strip())}</p>" if not line.startswith("#") else f"<h2>{esc(line[3:])}</h2>"
+                      for line in fingerprint_lines(report.get("fingerprints") or []) if line)
             + "<p><small>Rows in red failed a check against the lock; yellow cells differ from the lock"
               " (where it says nothing: from most hosts)."
               "</small></p></body></html>\n")

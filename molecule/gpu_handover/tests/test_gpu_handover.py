@@ -50,7 +50,13 @@ def docker_inspect(host, container):
 
 
 def in_container(host, container, command):
-    """Run a command in a running container's namespaces, as docker exec would."""
+    """Run a command in a running container's namespaces, as docker exec would (waiting for the
+    container to run: a unit restarted by a converge may still be starting it)."""
+    for _ in range(60):
+        state = host.run(f"docker inspect -f '{{{{.State.Running}}}} {{{{.State.Pid}}}}' {container}").stdout.split()
+        if state and state[0] == "true":
+            break
+        time.sleep(1)
     pid = docker_inspect(host, container)["State"]["Pid"]
     return host.run(f"nsenter --target {pid} --mount --uts --ipc --net --pid -- {command}")
 
@@ -115,6 +121,19 @@ def test_a_container_without_the_gpus_gets_no_device(host, debian13):
     image = docker_inspect(host, "gpufleet-jupyter")["Image"]
     bare = host.run(f"docker run --rm --pull never --network none {image} sh -c 'ls /dev/nvidia*; nvidia-smi -L'")
     assert bare.rc != 0 and "/dev/nvidia0" not in bare.stdout, bare
+
+
+def test_a_container_given_no_gpu_says_so_to_the_nvidia_runtime(host):
+    """The image asks for every GPU (NVIDIA_VISIBLE_DEVICES=all, as the official pytorch/pytorch
+    images do), and the nvidia runtime alone (a default-runtime nvidia, no --gpus) honours it;
+    what the services and the probe add when they get no GPU (NVIDIA_VISIBLE_DEVICES=void,
+    tests/unit: gpu_args) keeps the GPUs out."""
+    image = docker_inspect(host, "gpufleet-ssh")["Image"]
+    run = "docker run --rm --pull never --network none --runtime nvidia"
+    grabbed = host.run(f"{run} {image} ls /dev/nvidia0")
+    assert grabbed.rc == 0, grabbed
+    kept_out = host.run(f"{run} --env NVIDIA_VISIBLE_DEVICES=void {image} sh -c 'ls /dev/nvidia*'")
+    assert kept_out.rc != 0 and "/dev/nvidia0" not in kept_out.stdout, kept_out
 
 
 def test_verify_probes_with_the_gpu_and_checks_the_hand_over(playbook, host, debian13, tmp_path):

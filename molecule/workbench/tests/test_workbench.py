@@ -304,6 +304,11 @@ def verify(playbook, report_dir, *args):
         {"gpu_verify_image": IMAGE_ID, "gpu_verify_report_dir": str(report_dir)}), *args)
 
 
+def fingerprints(report_dir):
+    rows = json.loads((report_dir / "fleet-report.json").read_text())["hosts"]
+    return {row["host"]: {d: v.get("sha256") for d, v in row["fingerprint"]["dtypes"].items()} for row in rows}
+
+
 def test_verify_probes_torch_in_the_image_and_reports_the_fleet(only_once, playbook, tmp_path):
     run = verify(playbook, tmp_path)
     assert run.returncode == 0 and run.unchanged, run
@@ -317,6 +322,13 @@ def test_verify_probes_torch_in_the_image_and_reports_the_fleet(only_once, playb
     assert "2 of 2 hosts pass." in (tmp_path / "fleet-report.md").read_text()
     assert (tmp_path / "fleet-report.html").read_text().startswith("<!DOCTYPE html>")
     assert "gpufleet-mol-wb1" in run.task("gpufleet.node.gpu_verify : Show the fleet")
+    # the numerical fingerprint: one node pulled by digest, one loaded the archive; the same image
+    # and CPU, so the same bits, and one group without anyone differing
+    found = fingerprints(tmp_path)
+    assert found["gpufleet-mol-wb1"] == found["gpufleet-mol-wb2"], found
+    assert set(found["gpufleet-mol-wb1"]) == {"float32", "bfloat16"} and all(found["gpufleet-mol-wb1"].values())
+    (group,) = report["fingerprints"]
+    assert group["hosts"] == ["gpufleet-mol-wb1", "gpufleet-mol-wb2"] and group["differs"] == [], group
 
     check = verify(playbook, tmp_path / "check", "--check")
     assert check.clean, check
@@ -357,3 +369,38 @@ def test_lock_resolves_the_tag_to_its_digest_in_the_registry(only_once, playbook
     assert lock["image_digest"] == os.environ["GPUFLEET_LAB_WORKBENCH_DIGEST"]
     assert lock["image_tag"] == "2.13-cpu-standin"
     assert lock["driver_version"] == "580.95.05"      # what the admin set is kept
+
+
+# --- numerical fingerprint (the probe's seeded training steps, hashed bit for bit) ---
+
+def test_a_node_that_computes_other_bits_fails_against_the_locked_fingerprint(only_once, playbook, tmp_path):
+    """lock.yml records wb1's fingerprint; wb2's probe then runs with one CPU thread (another
+    summation order, as another BLAS or GPU would give) and verify names it, and the step."""
+    lock_file = tmp_path / "group_vars" / "all" / "gpufleet_lock.yml"
+    lock_file.parent.mkdir(parents=True)
+    lock_file.write_text("gpu_verify_lock:\n  torch: 2.13.0+cpu\n")
+    record = playbook(str(REPO / "playbooks" / "lock.yml"), "-e", json.dumps(
+        {"gpufleet_lock_file": str(lock_file), "gpufleet_lock_fingerprint_from": "gpufleet-mol-wb1",
+         "gpu_verify_image": IMAGE_ID}))
+    assert record.returncode == 0, record
+    locked = yaml.safe_load(lock_file.read_text())["gpu_verify_lock"]
+    assert locked["torch"] == "2.13.0+cpu"                     # kept
+    (name, shas), = locked["fingerprints"].items()
+    assert name.startswith("cpu ") and set(shas) == {"float32", "bfloat16"}, locked
+    one_thread = tmp_path / "one-thread.yml"   # a host variable for wb2 only
+    one_thread.write_text(yaml.safe_dump({"all": {"hosts": {"gpufleet-mol-wb2": {
+        "gpu_verify_docker_args": ["--ipc", "host", "-e", "OMP_NUM_THREADS=1"]}}}}))
+    lock = {"image_digest": os.environ["GPUFLEET_LAB_WORKBENCH_DIGEST"], "image_id": IMAGE_ID,
+            "torch": "2.13.0+cpu", "fingerprints": locked["fingerprints"]}
+    run = playbook(str(REPO / "playbooks" / "verify.yml"), "-i", str(one_thread), "-e", json.dumps(
+        {"gpu_verify_image": IMAGE_ID, "gpu_verify_report_dir": str(tmp_path), "gpu_verify_lock": lock}))
+    assert run.returncode != 0, run
+    assert f"fingerprint (float32): expected {shas['float32']}" in run.stdout, run
+    report = json.loads((tmp_path / "fleet-report.json").read_text())
+    assert report["summary"]["failed"] == ["gpufleet-mol-wb2"], report["summary"]
+    assert report["drift"]["fingerprint"] == ["gpufleet-mol-wb2"]
+    (group,) = report["fingerprints"]
+    assert group["reference"]["float32"] == {"sha256": shas["float32"], "from": "lock"}
+    differs = {d["dtype"]: d for d in group["differs"]}
+    assert differs["float32"]["host"] == "gpufleet-mol-wb2" and differs["float32"]["first_step"] == 1, differs
+    assert "gpufleet-mol-wb2: float32 differs" in (tmp_path / "fleet-report.md").read_text()

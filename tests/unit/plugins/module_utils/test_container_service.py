@@ -41,7 +41,8 @@ def test_gpu_devices_refuses_what_the_host_cannot_give(gpus, count, message):
 
 
 @pytest.mark.parametrize(("devices", "cdi", "expected"), [
-    ([], True, []),
+    ([], True, ["--env", "NVIDIA_VISIBLE_DEVICES=void"]),    # the image's NVIDIA_VISIBLE_DEVICES=all gets none
+    ([], False, ["--env", "NVIDIA_VISIBLE_DEVICES=void"]),
     (["all"], True, ["--device", "nvidia.com/gpu=all"]),
     (["0", "1"], True, ["--device", "nvidia.com/gpu=0", "--device", "nvidia.com/gpu=1"]),
     (["all"], False, ["--runtime", "nvidia", "--gpus", "all"]),

@@ -256,3 +256,81 @@ def test_no_device_node_check_without_gpus_asked_for_or_reported(facts, requeste
     findings = compare({**gpu_facts(), **facts}, {**observed(), "probe_gpus": requested, "gpu_count": 8},
                        LOCK, groups=["hgx"])
     assert "gpu hand-over (probe container)" not in [f["check"] for f in findings]
+
+
+def fp(sha, steps=None, kind="cuda", model="NVIDIA H100 80GB HBM3"):
+    """A probe's fingerprint: both dtypes with the same final hash unless given per dtype."""
+    shas = sha if isinstance(sha, dict) else {"float32": sha, "bfloat16": sha}
+    return {"kind": kind, "model": model, "dtypes": {
+        dtype: ({"sha256": value, "steps": steps or ["s1", "s2", value]} if not value.startswith("error")
+                else {"passed": False, "error": value})
+        for dtype, value in shas.items()}}
+
+
+def fleet_row(host, fingerprint, digest=DIGEST, lock=LOCK):
+    facts = {**gpu_facts(), "fingerprint": fingerprint}
+    obs = observed(digest)
+    return report_row(host, facts, obs, compare(facts, obs, lock, groups=["hgx"]))
+
+
+def test_the_node_that_computes_other_bits_is_named_with_the_step():
+    rows = [fleet_row("a", fp("f" * 64)), fleet_row("b", fp("f" * 64)),
+            fleet_row("c", fp({"float32": "e" * 64, "bfloat16": "f" * 64}, steps=["s1", "x2", "e" * 64]))]
+    report = build_report(rows, LOCK, "now")
+    (group,) = report["fingerprints"]
+    assert group["hosts"] == ["a", "b", "c"]
+    assert group["reference"]["float32"] == {"sha256": "f" * 64, "from": "2 of 3 nodes"}
+    assert group["differs"] == [{"host": "c", "dtype": "float32", "measured": "e" * 64, "first_step": 2}]
+    assert report["drift"]["fingerprint"] == ["c"]
+    markdown = render_markdown(report)
+    assert "## Numerical fingerprint" in markdown
+    assert "  - c: float32 differs (eeeeeeeeeeeeeeee, from step 2)" in markdown
+    assert "Numerical fingerprint" in render_html(report)
+    assert all(row["passed"] for row in rows)   # without a locked fingerprint a majority names, it does not fail
+
+
+def test_other_models_images_or_drivers_are_other_groups_and_a_tie_names_nobody():
+    rows = [fleet_row("a", fp("f" * 64)), fleet_row("b", fp("e" * 64, model="NVIDIA H200")),
+            fleet_row("c", fp("d" * 64), digest=OTHER),
+            fleet_row("d", fp("1" * 64, kind="cpu", model="AMD EPYC")),
+            fleet_row("e", fp("2" * 64, kind="cpu", model="AMD EPYC"))]
+    report = build_report(rows, LOCK, "now")
+    assert [len(g["hosts"]) for g in report["fingerprints"]] == [2, 1, 1, 1]
+    assert [g["differs"] for g in report["fingerprints"]] == [[], [], [], []]
+    cpu = next(g for g in report["fingerprints"] if g["group"].startswith("cpu AMD EPYC"))
+    assert cpu["reference"]["float32"] == {"sha256": None, "from": "no majority"}
+    assert "fingerprint" not in report["drift"]
+
+
+def test_a_locked_fingerprint_fails_the_node_that_differs_and_is_the_reference():
+    lock = {**LOCK, "fingerprints": {"cuda NVIDIA H100 80GB HBM3": {"float32": "a" * 64}}}
+    rows = [fleet_row(h, fp("f" * 64), lock=lock) for h in ("a", "b")] + [fleet_row("c", fp("a" * 64), lock=lock)]
+    assert [row["passed"] for row in rows] == [False, False, True]
+    assert failed(rows[0]["findings"]) == {"fingerprint (float32)": ("a" * 64, "f" * 64)}
+    (group,) = build_report(rows, lock, "now")["fingerprints"]
+    assert group["reference"]["float32"] == {"sha256": "a" * 64, "from": "lock"}
+    assert [d["host"] for d in group["differs"] if d["dtype"] == "float32"] == ["a", "b"]
+
+
+def test_a_fingerprint_that_could_not_be_computed_is_reported_not_hidden():
+    lock = {**LOCK, "fingerprints": {"cuda NVIDIA H100 80GB HBM3": {"bfloat16": "f" * 64}}}
+    broken = fp({"float32": "f" * 64, "bfloat16": "error RuntimeError: no deterministic kernel"})
+    row = fleet_row("c", broken, lock=lock)
+    assert failed(row["findings"]) == {
+        "fingerprint (bfloat16)": ("f" * 64, "error: error RuntimeError: no deterministic kernel")}
+    rows = [fleet_row("a", fp("f" * 64)), fleet_row("b", fp("f" * 64)), fleet_row("c", broken)]
+    (group,) = build_report(rows, LOCK, "now")["fingerprints"]
+    assert group["differs"] == [{"host": "c", "dtype": "bfloat16", "first_step": None,
+                                 "measured": "error RuntimeError: no deterministic kernel"}]
+
+
+@pytest.mark.parametrize(("fingerprints", "problem"), [
+    ({"cuda NVIDIA H100 80GB HBM3": {"float32": "a" * 64, "bfloat16": "b" * 64}}, None),
+    ({"gpu H100": {"float32": "a" * 64}}, "must be named 'cpu <model>' or 'cuda <model>'"),
+    ({"cuda NVIDIA H100 80GB HBM3": {"float16": "a" * 64}}, "must be a float32 or bfloat16 SHA-256"),
+    ({"cuda NVIDIA H100 80GB HBM3": {"float32": "A1B2"}}, "must be a float32 or bfloat16 SHA-256"),
+    (["a" * 64], "must map '<kind> <model>' to dtypes"),
+])
+def test_a_malformed_locked_fingerprint_is_refused_naming_it(fingerprints, problem):
+    problems = lock_problems({**LOCK, "fingerprints": fingerprints}, {})
+    assert (problems == []) if problem is None else (problem in problems[0] and len(problems) == 1), problems
