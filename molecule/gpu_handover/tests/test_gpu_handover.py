@@ -8,9 +8,9 @@ the node, the toolkit role choosing and configuring the hand-over, the services'
 docker run lines, and Docker 20.10 (gpu1, Debian 12: --runtime nvidia --gpus) and Docker 26
 (gpu2, Debian 13: CDI device names) executing them.
 
-The lab host's cgroup v1 breaks `docker exec` on the Debian 13 nodes (their systemd does not
-run Docker's scopes on it), so the tests look into a container by entering its namespaces
-(nsenter) and log in over SSH as a user would; a real Debian 13 node runs cgroup v2.
+`docker exec` fails on the Debian 13 lab nodes (runc cannot join the container's cgroup; the lab
+host runs cgroup v1, a real Debian 13 node cgroup v2), so the tests look into a container by
+entering its namespaces (nsenter) and log in over SSH as a user would.
 """
 
 from __future__ import annotations
