@@ -1,6 +1,7 @@
 # Copyright: gpufleet.node contributors
 # Apache License 2.0 (see galaxy.yml)
-"""The `docker run` command line of a workbench service and its systemd quoting.
+"""The `docker run` command line of a workbench service, its systemd quoting, and the record of
+what a running service was started from.
 
 Shared by the container_service role (through plugins/filter/container_service.py): one place
 decides how GPUs, IPC, ulimits, limits, mounts and ports become docker arguments.
@@ -8,13 +9,22 @@ decides how GPUs, IPC, ulimits, limits, mounts and ports become docker arguments
 
 from __future__ import annotations
 
+import hashlib
 import re
+import secrets
 
 UNLIMITED = -1
 _ULIMIT_NAME = re.compile(r"^[a-z]+$")
 _GPU_UUID = re.compile(r"^(GPU|MIG)-[0-9a-fA-F-]+$")
 # systemd splits ExecStart= on whitespace and expands % specifiers and $ variables.
 _SYSTEMD_PLAIN = re.compile(r"^[A-Za-z0-9_@+=:,./-]+$")
+# A newline would end the directive and start another one; no quoting makes one safe.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# `v2 <salt> <sha256 of salt + parts>`: what a service was started from, without an unsalted hash
+# of its secrets. The old record was a bare sha256 of unit, files and driver.
+_APPLIED_V2 = re.compile(r"^v2 ([0-9a-f]{32}) ([0-9a-f]{64})$")
+_APPLIED_V1 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class ServiceSpecError(ValueError):
@@ -45,7 +55,7 @@ def gpu_devices(gpus, gpu_count: int) -> list[str]:
             if text.isdigit():
                 if int(text) >= gpu_count:
                     raise ServiceSpecError(f"gpus lists GPU index {text}; the host has {gpu_count} GPU(s)")
-            elif not _GPU_UUID.match(text):
+            elif not _GPU_UUID.fullmatch(text):
                 raise ServiceSpecError(f"gpus entries must be GPU indexes or UUIDs (GPU-..., MIG-...); got {text!r}")
             devices.append(text)
         if len(set(devices)) != len(devices):
@@ -72,7 +82,7 @@ def ulimit_args(ulimits: dict) -> list[str]:
     """`--ulimit name=soft:hard` for each entry; -1 is unlimited, an int sets soft and hard."""
     args = []
     for name, value in sorted((ulimits or {}).items()):
-        if not _ULIMIT_NAME.match(str(name)):
+        if not _ULIMIT_NAME.fullmatch(str(name)):
             raise ServiceSpecError(f"ulimits: {name!r} is not a ulimit name (memlock, stack, nofile, ...)")
         if isinstance(value, dict):
             soft, hard = value.get("soft"), value.get("hard")
@@ -127,10 +137,19 @@ def docker_run_argv(spec: dict, gpu_count: int, cdi: bool, gpus_ready: bool = Tr
     return argv
 
 
+def _refuse_control(text: str, what: str) -> None:
+    if _CONTROL.search(text):
+        raise ValueError(f"{what}: {text!r} has a control character (newline, tab, ...); a unit file cannot hold it")
+
+
 def systemd_quote(argv: list[str]) -> str:
-    """One ExecStart= line: words quoted for systemd, `%` and `$` kept literal."""
+    """One ExecStart= line: words quoted for systemd, `%` and `$` kept literal.
+
+    A word with a control character is refused (ValueError): a newline would start a new directive.
+    """
     words = []
     for word in argv:
+        _refuse_control(str(word), "ExecStart= word")
         text = str(word).replace("%", "%%").replace("$", "$$")
         if _SYSTEMD_PLAIN.match(text):
             words.append(text)
@@ -138,3 +157,68 @@ def systemd_quote(argv: list[str]) -> str:
             escaped = text.replace("\\", "\\\\").replace('"', '\\"')
             words.append(f'"{escaped}"')
     return " ".join(words)
+
+
+def systemd_environment(env: dict) -> str:
+    """`Environment="NAME=value"` lines, one per variable, sorted by name as Jinja's dictsort does
+    (case-insensitively: HTTP_PROXY before HTTPS_PROXY, as the docker role's drop-in always had).
+
+    systemd does not expand `$` in Environment= (systemd.exec(5)) but does expand `%` specifiers
+    and C escapes inside the quotes, so `%` is doubled and backslash and double quote escaped.
+    A bad name, or a control character in a value, is refused (ValueError).
+    """
+    lines = []
+    items = sorted(((str(key), value) for key, value in (env or {}).items()),
+                   key=lambda item: (item[0].lower(), item[0]))
+    for name, value in items:
+        if not _ENV_NAME.fullmatch(name):
+            raise ValueError(f"environment variable name {name!r} must match {_ENV_NAME.pattern}")
+        text = str(value)
+        _refuse_control(text, f"environment variable {name}")
+        escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+        lines.append(f'Environment="{name}={escaped}"')
+    return "\n".join(lines)
+
+
+def _digest(salt: str, data: bytes) -> str:
+    return hashlib.sha256(bytes.fromhex(salt) + data).hexdigest()
+
+
+def _v2_record(salt: str, parts: list[str]) -> str:
+    # A NUL between every part: no text can be moved from one part to the next unseen.
+    joined = "\0".join(parts).encode("utf-8")
+    return f"v2 {salt} {_digest(salt, joined)}"
+
+
+def _v1_hash(parts: list[str]) -> str:
+    """The old record: `(unit ~ (files | join('\\0')) ~ driver) | hash('sha256')` in service.yml.
+
+    Ansible doubles backslashes inside `{{ }}` before Jinja reads them, so that join('\\0') put the
+    two characters backslash and zero between the files, not a NUL; nothing between the unit and
+    the first file, nor between the last file and the driver."""
+    unit, files, driver = parts[0], parts[1:-1], parts[-1]
+    return hashlib.sha256((unit + "\\0".join(files) + driver).encode("utf-8")).hexdigest()
+
+
+def applied_record(applied_text: str, parts: list) -> dict:
+    """The record of what a service is started from, and whether the host's record says the same.
+
+    ``parts``: the unit text, each file's content, the driver (in that order). ``applied_text``:
+    the record the host holds ('' when none). A v2 record keeps its salt, so an unchanged service
+    gets the same record back and nothing is written. An old bare-sha256 record of the same parts
+    counts as current (an upgraded node is not restarted for it) and is replaced by a v2 record.
+
+    Returns {"record": text to write, "current": bool}.
+    """
+    parts = [str(part) for part in parts]
+    if len(parts) < 2:
+        raise ValueError(f"parts must hold the unit text, the files' contents and the driver; got {len(parts)} part(s)")
+    text = (applied_text or "").strip()
+    match = _APPLIED_V2.fullmatch(text)
+    if match:
+        record = _v2_record(match.group(1), parts)
+        return {"record": record, "current": record == text}
+    fresh = _v2_record(secrets.token_hex(16), parts)
+    if _APPLIED_V1.fullmatch(text):
+        return {"record": fresh, "current": secrets.compare_digest(text, _v1_hash(parts))}
+    return {"record": fresh, "current": False}

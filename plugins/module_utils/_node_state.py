@@ -20,6 +20,7 @@ import grp
 import hashlib
 import os
 import pwd
+import secrets
 import stat
 
 # Largest file whose content the probe returns (daemon.json, small configuration files).
@@ -82,8 +83,29 @@ def probe_packages(run_command, names):
     return "rpm", parse_dpkg_query(out)
 
 
-def stat_path(path, read=False):
-    """What the file/copy/template modules would compare: type, mode, owner, group, SHA-1."""
+def new_salt():
+    """A fresh salt for one probe's checksums (hex)."""
+    return secrets.token_hex(16)
+
+
+def salted_checksum(salt, data=b""):
+    """sha256 of the salt's bytes and ``data``: what the probe returns as a file's ``checksum``.
+
+    Salted per call so the result (printed at -v) never holds a plain hash of a secret file that
+    could be matched against a guess or another host's result.
+    """
+    digest = hashlib.sha256(bytes.fromhex(salt))
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    digest.update(data)
+    return digest
+
+
+def stat_path(path, salt, read=False):
+    """What the file/copy/template modules would compare: type, mode, owner, group, content.
+
+    The content of a regular file is compared through ``checksum``, a sha256 salted with ``salt``
+    (hex, one per probe, see salted_checksum)."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -110,7 +132,7 @@ def stat_path(path, read=False):
         # A linked file is read through the link (what slurp does); file_ok never matches a link.
         entry["content"] = base64.b64encode(_read_small(path)).decode("ascii")
     if entry["isreg"]:
-        digest = hashlib.sha1()
+        digest = salted_checksum(salt)
         with open(path, "rb") as handle:
             data = handle.read() if read and st.st_size <= READ_LIMIT else None
             if data is not None:
@@ -179,16 +201,11 @@ def count_apt_lists(lists_dir):
 # --- on the controller ---------------------------------------------------------------------
 
 
-def _sha1(content):
-    if isinstance(content, str):
-        content = content.encode("utf-8")
-    return hashlib.sha1(content).hexdigest()
-
-
 def file_ok(probe, path, state="file", content=None, mode=None, owner=None, group=None):
     """True when ``path`` on the node already is what a file/copy/template task would leave.
 
-    state: "file" (a regular file; with ``content`` its SHA-1 must match), "directory" or "absent".
+    state: "file" (a regular file; with ``content`` its checksum, salted with the probe's
+    ``checksum_salt``, must match), "directory" or "absent".
     mode/owner/group: compared when given (mode as an octal string such as "0644").
     """
     entry = ((probe or {}).get("files") or {}).get(path)
@@ -203,13 +220,26 @@ def file_ok(probe, path, state="file", content=None, mode=None, owner=None, grou
     if state == "file":
         if not entry.get("isreg"):
             return False
-        if content is not None and entry.get("checksum") != _sha1(content):
+        if content is not None and not _content_ok(probe, entry, content):
             return False
     elif state != "directory":
         return False
     if mode is not None and entry.get("mode") != _normal_mode(mode):
         return False
     return _id_ok(entry, "owner", "uid", owner) and _id_ok(entry, "group", "gid", group)
+
+
+def _content_ok(probe, entry, content):
+    salt = probe.get("checksum_salt")
+    checksum = entry.get("checksum")
+    if not isinstance(salt, str) or not isinstance(checksum, str):
+        return False
+    try:
+        wanted = salted_checksum(salt, content).hexdigest()
+    except ValueError:
+        # Not a hex salt: nothing this probe says can be matched.
+        return False
+    return checksum == wanted
 
 
 def _id_ok(entry, name_key, id_key, wanted):

@@ -10,12 +10,16 @@ short_description: Read packages, files and systemd units of a node in one call
 version_added: 0.3.0
 description:
   - Reads, in one module call, what a role's tasks would otherwise each read for themselves - the version,
-    install state and hold of packages (one C(dpkg-query)), the type, mode, owner, group and SHA-1 of files
-    (content too for the ones under O(read)), the load, active and unit-file state of systemd units (one
+    install state and hold of packages (one C(dpkg-query)), the type, mode, owner, group and a salted checksum
+    of files (content too for the ones under O(read)), the load, active and unit-file state of systemd units (one
     C(systemctl show)) and whether apt has package lists.
   - The roles compare the result with their wanted state through the filters C(gpufleet.node.node_state_file_ok),
     C(node_state_packages_ok), C(node_state_not_held) and C(node_state_unit_ok) and skip the tasks that would
     change nothing - on a converged node, most of a role's remote calls.
+  - File checksums are salted - sha256 of a random salt drawn for each call (returned as RV(checksum_salt)) and
+    the file's bytes - so a result, printed at C(-v), never holds a plain hash of a secret file (a token, a TLS
+    key) that could be checked against a guess or compared across hosts and runs. The
+    C(gpufleet.node.node_state_file_ok) filter hashes the wanted content with the same salt.
   - Read-only - never reports a change.
 author:
   - gpufleet.node maintainers
@@ -81,10 +85,19 @@ packages:
   type: dict
   sample: {"docker.io": {"version": "20.10.24+dfsg1-1+deb12u1", "installed": true, "held": true,
            "status": "hold ok installed"}}
+checksum_salt:
+  description:
+    - The random salt of this call's file checksums (32 hex digits, 16 bytes), new at every call.
+    - A file's C(checksum) is the sha256 of these 16 bytes followed by the file's content.
+  returned: always
+  type: str
+  sample: 5c0a7d1e9b3f42a8e6d1c07b93f4a2e1
 files:
   description:
     - Per path - C(exists), and for existing paths C(isdir), C(isreg), C(islnk), C(mode), C(owner), C(group),
-      C(uid), C(gid), C(size), for regular files C(checksum) (SHA-1) and, under O(read), C(content) (base64).
+      C(uid), C(gid), C(size), for regular files C(checksum) (salted sha256, see RV(checksum_salt)) and, under
+      O(read), C(content) (base64).
+    - Never an unsalted hash of a file's content.
   returned: always
   type: dict
 units:
@@ -104,6 +117,7 @@ import shutil  # noqa: E402
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.gpufleet.node.plugins.module_utils._node_state import (  # noqa: E402
     count_apt_lists,
+    new_salt,
     probe_packages,
     probe_units,
     stat_path,
@@ -133,16 +147,18 @@ def main():
     except RuntimeError as exc:
         module.fail_json(msg=str(exc))
     files = {}
+    salt = new_salt()
     read = set(params["read"])
     for path in dict.fromkeys(params["files"] + params["read"]):
         try:
-            files[path] = stat_path(path, read=path in read)
+            files[path] = stat_path(path, salt, read=path in read)
         except OSError as exc:
             module.fail_json(msg=f"cannot read {path}: {exc}")
     result = {
         "changed": False,
         "package_manager": manager,
         "packages": packages,
+        "checksum_salt": salt,
         "files": files,
         "units": probe_units(run, params["units"]),
     }

@@ -3,6 +3,7 @@
 import base64
 import hashlib
 import os
+import re
 
 import pytest
 from ansible_collections.gpufleet.node.plugins.module_utils import _node_state as ns
@@ -16,10 +17,14 @@ DPKG_OUT = (
 )
 
 
-def probe_with(files=None, packages=DPKG_OUT, units=None, manager="dpkg"):
+SALT = "00112233445566778899aabbccddeeff"
+
+
+def probe_with(files=None, packages=DPKG_OUT, units=None, manager="dpkg", salt=SALT):
     return {
         "package_manager": manager,
         "packages": ns.parse_dpkg_query(packages),
+        "checksum_salt": salt,
         "files": files or {},
         "units": units or {},
     }
@@ -63,7 +68,7 @@ def test_not_held_and_installed_subsets():
 
 def entry(content=b"x", mode="0644", owner="root", group="root", **kw):
     base = {"exists": True, "isdir": False, "isreg": True, "islnk": False, "mode": mode, "owner": owner,
-            "group": group, "checksum": hashlib.sha1(content).hexdigest()}
+            "group": group, "checksum": hashlib.sha256(bytes.fromhex(SALT) + content).hexdigest()}
     base.update(kw)
     return base
 
@@ -79,6 +84,21 @@ def test_file_ok_needs_content_mode_owner_and_group_to_match():
     assert not ns.file_ok(probe, "/f", group="docker")
     assert not ns.file_ok(probe, "/f", state="directory")
     assert not ns.file_ok(probe, "/other")  # not probed: the task runs
+
+
+def test_file_ok_compares_content_only_through_the_probes_salt():
+    probe = probe_with(files={"/f": entry(b"token\n")})
+    assert ns.file_ok(probe, "/f", content="token\n")
+    assert ns.file_ok(probe, "/f", content=b"token\n")
+    # Another salt, no salt or a nonsense salt: the content cannot be compared, the task runs.
+    assert not ns.file_ok({**probe, "checksum_salt": "ff" * 16}, "/f", content="token\n")
+    assert not ns.file_ok({k: v for k, v in probe.items() if k != "checksum_salt"}, "/f", content="token\n")
+    assert not ns.file_ok({**probe, "checksum_salt": "not hex"}, "/f", content="token\n")
+    # An unsalted hash (what the probe returned before) never matches.
+    unsalted = probe_with(files={"/f": {**entry(), "checksum": hashlib.sha1(b"token\n").hexdigest()}})
+    assert not ns.file_ok(unsalted, "/f", content="token\n")
+    # Without content, mode and owner are still compared without the salt.
+    assert ns.file_ok({k: v for k, v in probe.items() if k != "checksum_salt"}, "/f", mode="0644")
 
 
 def test_numeric_owner_and_group_compare_with_uid_and_gid():
@@ -175,12 +195,35 @@ def test_stat_path_on_real_files(tmp_path):
     os.chmod(target, 0o640)
     link = tmp_path / "link.json"
     link.symlink_to(target)
-    got = ns.stat_path(str(target), read=True)
+    got = ns.stat_path(str(target), SALT, read=True)
     assert got["isreg"] and got["mode"] == "0640"
-    assert got["checksum"] == hashlib.sha1(b"{}\n").hexdigest()
+    assert got["checksum"] == hashlib.sha256(bytes.fromhex(SALT) + b"{}\n").hexdigest()
     assert base64.b64decode(got["content"]) == b"{}\n"
-    assert "content" not in ns.stat_path(str(target))
-    linked = ns.stat_path(str(link), read=True)
+    assert "content" not in ns.stat_path(str(target), SALT)
+    linked = ns.stat_path(str(link), SALT, read=True)
     assert linked["islnk"] and base64.b64decode(linked["content"]) == b"{}\n"
-    assert ns.stat_path(str(tmp_path / "none")) == {"exists": False}
-    assert ns.stat_path(str(tmp_path))["isdir"]
+    assert "checksum" not in linked
+    assert ns.stat_path(str(tmp_path / "none"), SALT) == {"exists": False}
+    assert ns.stat_path(str(tmp_path), SALT)["isdir"]
+
+
+def test_stat_path_never_returns_an_unsalted_hash(tmp_path):
+    secret = tmp_path / "token"
+    data = b"s3cr3t-jupyter-token\n"
+    secret.write_bytes(data)
+    salts = {ns.new_salt() for _ in range(3)}
+    assert len(salts) == 3 and all(re.fullmatch("[0-9a-f]{32}", salt) for salt in salts)
+    checksums = {ns.stat_path(str(secret), salt, read=read)["checksum"] for salt in salts for read in (False, True)}
+    assert len(checksums) == 3  # one per salt, the same whether the content was read or streamed
+    plain = {hashlib.new(name, data).hexdigest() for name in ("md5", "sha1", "sha224", "sha256", "sha512")}
+    assert not checksums & plain
+
+
+def test_big_files_are_streamed_with_the_same_salted_checksum(tmp_path):
+    big = tmp_path / "big.bin"
+    data = os.urandom(ns.READ_LIMIT + 3 * (1 << 20) + 17)
+    big.write_bytes(data)
+    got = ns.stat_path(str(big), SALT, read=True)
+    assert "content" not in got  # over the read limit
+    assert got["checksum"] == hashlib.sha256(bytes.fromhex(SALT) + data).hexdigest()
+    assert ns.file_ok({"checksum_salt": SALT, "files": {"/big": got}}, "/big", content=data)

@@ -2,8 +2,10 @@
 template modules must be recognised as unchanged (or the roles' guards would never skip), and one
 byte, a mode or an owner off must not be (or the guards would leave drift in place)."""
 
+import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +29,9 @@ PLAY = """
         read: ["{{{{ d }}}}/daemon.json"]
         apt_lists_dir: "{{{{ d }}}}"
       register: probe
+    - gpufleet.node.node_state:
+        files: ["{{{{ d }}}}/daemon.json"]
+      register: probe2
     - ansible.builtin.copy:
         dest: "{{{{ d }}}}/out.json"
         mode: "0644"
@@ -48,6 +53,13 @@ PLAY = """
             'dir_owner_off': probe | gpufleet.node.node_state_file_ok(d ~ '/sub', state='directory', owner='nobody'),
             'absent': probe | gpufleet.node.node_state_file_ok(d ~ '/absent', state='absent'),
             'apt_lists': probe.apt_lists,
+            'salt': probe.checksum_salt,
+            'json_checksum': probe.files[d ~ '/daemon.json'].checksum,
+            'salt2': probe2.checksum_salt,
+            'json_checksum2': probe2.files[d ~ '/daemon.json'].checksum,
+            'json_same2': probe2 | gpufleet.node.node_state_file_ok(d ~ '/daemon.json', content=wanted, mode='0640'),
+            'json_sha1': wanted | ansible.builtin.hash('sha1'),
+            'json_sha256': wanted | ansible.builtin.hash('sha256'),
           }} | to_json }}}}
 """
 
@@ -85,3 +97,10 @@ def test_files_written_by_ansible_match_and_drift_does_not(tmp_path):
     assert out["dir_same"] is True and out["dir_owner_off"] is False
     assert out["absent"] is True
     assert out["apt_lists"] == 1
+    # The result (printed at -v) holds only a salted checksum of each file.
+    assert re.fullmatch("[0-9a-f]{32}", out["salt"])
+    assert out["json_checksum"] not in (out["json_sha1"], out["json_sha256"])
+    assert out["json_checksum"] == hashlib.sha256(bytes.fromhex(out["salt"]) + out["json_content"].encode()).hexdigest()
+    # Every call draws its own salt: the same file's checksum differs between calls.
+    assert out["salt2"] != out["salt"] and out["json_checksum2"] != out["json_checksum"]
+    assert out["json_same2"] is True
