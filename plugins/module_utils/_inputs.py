@@ -119,7 +119,7 @@ class _Checks:
     def pattern(self, name, value, regex, expected, allow_empty=False):
         if allow_empty and value in ("", None):
             return value
-        if not isinstance(value, (str, int)) or isinstance(value, bool) or not regex.match(str(value)):
+        if not isinstance(value, (str, int)) or isinstance(value, bool) or not regex.fullmatch(str(value)):
             self.bad(name, expected, value)
             return None
         return value
@@ -128,7 +128,7 @@ class _Checks:
         number = None
         if isinstance(value, int) and not isinstance(value, bool):
             number = value
-        elif isinstance(value, str) and re.match(r"^-?[0-9]+$", value.strip()):
+        elif isinstance(value, str) and re.fullmatch(r"^-?[0-9]+$", value.strip()):
             number = int(value)
         if number is None or (low is not None and number < low) or (high is not None and number > high):
             if expected is None:
@@ -196,7 +196,7 @@ class _Checks:
             ipaddress.ip_address(host)
             host_ok = True
         except ValueError:
-            host_ok = bool(_HOSTNAME.match(host))
+            host_ok = bool(_HOSTNAME.fullmatch(host))
         if not host_ok or (port and not (port.isdigit() and 1 <= int(port) <= 65535)):
             self.bad(name, "host[:port] or a network (CIDR)", value)
             return None
@@ -236,7 +236,7 @@ class _Checks:
     def cpus(self, name, value):
         if value in ("", None):
             return value
-        if not _CPUS.match(str(value)) or isinstance(value, bool) or float(str(value)) <= 0:
+        if not _CPUS.fullmatch(str(value)) or isinstance(value, bool) or float(str(value)) <= 0:
             self.bad(name, "a number of CPUs above 0 (2, 0.5) or empty", value)
             return None
         return value
@@ -262,7 +262,7 @@ class _Checks:
     def image(self, name, value, allow_empty=True):
         if allow_empty and value == "":
             return value
-        if isinstance(value, str) and _SHA256.match(value):
+        if isinstance(value, str) and _SHA256.fullmatch(value):
             return value
         return self.pattern(name, value, _IMAGE, "an image reference (repository[:tag][@sha256:digest])")
 
@@ -314,7 +314,7 @@ def _check_docker_logs(c):
     opts = c.mapping("docker_log_opts", v("docker_log_opts"))
     for key, value in (opts or {}).items():
         item = f"docker_log_opts[{key!r}]"
-        if not _LOG_OPT.match(str(key)):
+        if not _LOG_OPT.fullmatch(str(key)):
             c.bad(item, "named like max-size", key)
         elif isinstance(value, (dict, list)) or value is None:
             c.bad(item, "a string or a number", value)
@@ -336,7 +336,7 @@ def _check_docker_network(c):
     no_proxy = c.text("docker_no_proxy", v("docker_no_proxy"))
     if no_proxy:
         items = [item.strip() for item in no_proxy.split(",")]
-        if not all(item == "" or _NO_PROXY_ITEM.match(item) for item in items):
+        if not all(item == "" or _NO_PROXY_ITEM.fullmatch(item) for item in items):
             c.bad("docker_no_proxy", "a comma-separated list of hosts, domains (.example.internal) and networks",
                   no_proxy)
     c.string_list("docker_users", v("docker_users"), lambda n, x: c.pattern(n, x, _LINUX_NAME, "a Linux user name"))
@@ -379,14 +379,14 @@ def _check_nvidia_driver(c):
 def _check_toolkit(c):
     v = c.get
     c.pattern("nvidia_container_toolkit_version", v("nvidia_container_toolkit_version"),
-              re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.~+]+)?$"),
-              "an exact package version like 1.18.0-1 (never latest)")
+              re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+-[0-9A-Za-z.~+]+$"),
+              "a full package version like 1.18.0-1 (never latest)")
     c.url("nvidia_container_toolkit_repo_url", v("nvidia_container_toolkit_repo_url"),
           schemes=("http", "https", "file"))
     c.url("nvidia_container_toolkit_repo_key_url", v("nvidia_container_toolkit_repo_key_url"),
           schemes=("http", "https", "file"), allow_empty=True)
     spec = c.path("nvidia_container_toolkit_cdi_spec", v("nvidia_container_toolkit_cdi_spec"))
-    if spec and not re.match(r"^/(etc/cdi|var/run/cdi)/[^/]+\.(yaml|json)$", spec):
+    if spec and not re.fullmatch(r"^/(etc/cdi|var/run/cdi)/[^/]+\.(yaml|json)$", spec):
         c.bad("nvidia_container_toolkit_cdi_spec",
               "a .yaml or .json file in /etc/cdi or /var/run/cdi (where Docker looks for CDI specs)", spec)
     c.image("nvidia_container_toolkit_test_image", v("nvidia_container_toolkit_test_image"))
@@ -430,7 +430,7 @@ def _check_pytorch_image(c):
     c.pattern("pytorch_image_build_repository", v("pytorch_image_build_repository"), _REPOSITORY,
               "registry/name without tag or digest")
     c.pattern("pytorch_image_build_jupyterlab_version", v("pytorch_image_build_jupyterlab_version"),
-              re.compile(r"^[0-9]+(\.[0-9]+)*([a-z]+[0-9]+)?$"), "a JupyterLab version (4.6.6)")
+              re.compile(r"^[0-9]+(\.[0-9]+)*([a-z]+[0-9]+)?$"), "a version (JupyterLab 4.6.6)")
     c.pattern("pytorch_image_build_openssh_version", v("pytorch_image_build_openssh_version"), _PACKAGE_VERSION,
               "an apt version of openssh-server or empty", allow_empty=True)
     c.url("pytorch_image_build_pip_index_url", v("pytorch_image_build_pip_index_url"), allow_empty=True)
@@ -523,7 +523,7 @@ def _check_ssh(c):
                   keys)
             continue
         for key_index, key in enumerate(keys):
-            if not isinstance(key, str) or _CONTROL.search(key.strip()) or not _SSH_KEY.match(key.strip()):
+            if not isinstance(key, str) or _CONTROL.search(key.strip()) or not _SSH_KEY.fullmatch(key.strip()):
                 c.bad(f"{item}.authorized_keys[{key_index}]",
                       "an OpenSSH public key line (ssh-ed25519 AAAA... comment)", key)
     if len(set(map(str, names))) != len(names):
@@ -638,7 +638,7 @@ def _check_run(c):
     if c.has("gpufleet_serial"):
         serial = c.get("gpufleet_serial")
         items = serial if isinstance(serial, list) else [serial]
-        if not items or any(isinstance(x, bool) or not _SERIAL.match(str(x)) for x in items):
+        if not items or any(isinstance(x, bool) or not _SERIAL.fullmatch(str(x)) for x in items):
             c.bad("gpufleet_serial", "a number of nodes (5), a percentage (25%) or a list of them ([1, 10%, 100%])",
                   serial)
     if c.has("gpufleet_max_fail_percentage"):

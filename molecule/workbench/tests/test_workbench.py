@@ -274,11 +274,11 @@ def test_digest_mismatch_fails_and_the_services_keep_running(host, ip, name, air
 
 @pytest.mark.parametrize(("extra", "named"), [
     ({"pytorch_image_digest": "sha256:1234"}, "pytorch_image_digest"),
-    ({"jupyter_container_token": "short"}, "jupyter_container_token is too short"),
+    ({"jupyter_container_token": "short"}, "jupyter_container_token must be at least 32 characters"),
     ({"jupyter_container_token": ""}, "jupyter_container_token is empty"),
-    ({"ssh_container_port": 70000}, "ssh_container_port must be 1-65535"),
+    ({"ssh_container_port": 70000}, "ssh_container_port must be a port from 1 to 65535"),
     ({"ssh_container_users": [{"name": "ada", "uid": 1001, "authorized_keys": []}]},
-     "ssh_container_users[0] (ada): authorized_keys is empty"),
+     "ssh_container_users[0].authorized_keys must be a list of OpenSSH public keys"),
     ({"ssh_container_users": [{"name": "ada", "uid": 1001}]}, "authorized_keys"),
     ({"jupyter_container_listen": "0.0.0.0", "jupyter_container_tls_cert": "", "jupyter_container_tls_key": ""},
      "Jupyter is published beyond loopback only with TLS"),
