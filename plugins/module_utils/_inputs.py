@@ -89,6 +89,7 @@ class _Checks:
     def __init__(self, values):
         self.values = values
         self.problems = []
+        self.writing_lock = False
 
     def bad(self, name, expected, value=None, shown=True):
         got = f"; got {show(name, value)}" if shown else ""
@@ -400,7 +401,8 @@ def _check_pytorch_image(c):
     c.pattern("pytorch_image_tag", v("pytorch_image_tag"), _TAG, "an image tag (2.9.1-cuda12.8-cudnn9-runtime)")
     if source != "archive":
         c.pattern("pytorch_image_digest", v("pytorch_image_digest"), _SHA256,
-                  "sha256: followed by 64 hex digits (the pin: playbooks/lock.yml writes it into the lock)")
+                  "sha256: followed by 64 hex digits (the pin: playbooks/lock.yml writes it into the lock)",
+                  allow_empty=c.writing_lock)
     else:
         c.pattern("pytorch_image_id", v("pytorch_image_id"), _SHA256,
                   "sha256: followed by 64 hex digits (the pin for archives)")
@@ -681,13 +683,15 @@ ROLE_CHECKS = {
 ROLES = tuple(ROLE_CHECKS)
 
 
-def problems(values: dict, roles=ROLES) -> list[str]:
+def problems(values: dict, roles=ROLES, writing_lock=False) -> list[str]:
     """Every problem with ``values`` (each variable's value as the host would see it).
 
     ``roles``: the roles whose variables are checked; the run variables and the checks across
     roles are made when every role is. Services switched off (``<role>_enabled: false``) are not
-    checked beyond the switch."""
+    checked beyond the switch. ``writing_lock``: playbooks/lock.yml is about to write the pin, so an
+    empty pytorch_image_digest is not a problem yet."""
     c = _Checks(dict(values))
+    c.writing_lock = writing_lock
     for role in roles:
         if values.get(f"{role}_enabled", True) is False:
             continue

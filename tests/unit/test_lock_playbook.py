@@ -18,7 +18,10 @@ def test_a_reference_that_is_not_one_gpu_node_is_refused_before_anything(tmp_pat
     inventory = tmp_path / "hosts.yml"
     inventory.write_text("all:\n  children:\n    gpu_nodes:\n      hosts:\n"
                          "        gpu-node-01: {ansible_connection: local}\n"
-                         "        gpu-node-02: {ansible_connection: local}\n")
+                         "        gpu-node-02: {ansible_connection: local}\n"
+                         # what every playbook's first play asks of an inventory (the pin lock.yml writes aside)
+                         "      vars:\n        jupyter_container_token: " + "t" * 40 + "\n"
+                         "        ssh_container_enabled: false\n")
     lock = tmp_path / "gpufleet_lock.yml"
     proc = subprocess.run(
         [str(PLAYBOOK), "-i", str(inventory), str(ROOT / "playbooks" / "lock.yml"),

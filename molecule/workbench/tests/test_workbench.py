@@ -7,8 +7,10 @@ pytorch/pytorch (lab/standin/build-workbench-image.sh): CPU torch 2.13, JupyterL
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import secrets
 import subprocess
 import time
 import uuid
@@ -198,6 +200,30 @@ def test_token_is_nowhere_but_its_file(host, token):
         out = host.check_output(f"{command} 2>&1 || true")
         assert token not in out, command
     assert host.check_output("docker inspect -f '{{json .Mounts}}' gpufleet-jupyter").count('"RW":false') >= 2
+
+
+def test_no_run_output_holds_the_token_or_an_unsalted_hash_of_it(host, name, playbook, token, only_once, tmp_path):
+    """-vvvv --diff of a run that writes a new token (restarting Jupyter) and of the run that puts
+    the old one back: neither token, nor its SHA-1, SHA-256 or MD5 (with or without a newline),
+    appears anywhere. The token comes from a file, as from Vault (-e on the command line would be
+    echoed by ansible-playbook itself at -vvvv)."""
+    rotated = "rotated-" + secrets.token_hex(20)
+    forbidden = {}
+    for secret in (rotated, token):
+        forbidden[secret] = secret
+        for form in (secret, secret + "\n"):
+            for digest in (hashlib.sha1, hashlib.sha256, hashlib.md5):
+                forbidden[f"{digest.__name__}({form!r})"] = digest(form.encode()).hexdigest()
+    for value in (rotated, token):
+        extra = tmp_path / "secret.yml"
+        extra.write_text(json.dumps({"jupyter_container_token": value}))
+        run = playbook("converge.yml", "--limit", name, "--tags", "services", "--diff", "-vvvv", "-e", f"@{extra}")
+        assert run.returncode == 0, run
+        restarts = run.stdout.split("container_service : Restart the service on a new unit, image, file or driver]")[1:]
+        assert any(part.split("\nTASK [", 1)[0].count("changed: [") for part in restarts), run
+        leaked = [label for label, text in forbidden.items() if text in run.stdout]
+        assert leaked == [], leaked
+    assert host.file("/etc/gpufleet/jupyter/secrets/token").content_string.strip() == token
 
 
 # --- services, data and images -----------------------------------------------------------

@@ -208,3 +208,9 @@ def test_the_report_names_each_problem_once_with_its_hosts():
     assert "- x must be y (a, b)" in report and "- z (a)" in report
     assert _inputs.problems_report({"a": ["p"], "b": ["p"]}, ["a", "b"]).endswith("- p (every host)")
     assert _inputs.problems_report({"a": [], "b": []}, ["a", "b"]) == ""
+
+
+def test_the_lock_run_may_find_the_pin_missing_still():
+    values = {**defaults(), "pytorch_image_digest": ""}
+    assert any("pytorch_image_digest must be sha256:" in p for p in _inputs.problems(values))
+    assert _inputs.problems(values, writing_lock=True) == []
