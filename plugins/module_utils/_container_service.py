@@ -19,7 +19,8 @@ _GPU_UUID = re.compile(r"^(GPU|MIG)-[0-9a-fA-F-]+$")
 # systemd splits ExecStart= on whitespace and expands % specifiers and $ variables.
 _SYSTEMD_PLAIN = re.compile(r"^[A-Za-z0-9_@+=:,./-]+$")
 # A newline would end the directive and start another one; no quoting makes one safe.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = CONTROL_CHARACTERS
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # `v2 <salt> <sha256 of salt + parts>`: what a service was started from, without an unsalted hash
 # of its secrets. The old record was a bare sha256 of unit, files and driver.

@@ -17,6 +17,7 @@ import re
 from urllib.parse import urlsplit
 
 from ansible_collections.gpufleet.node.plugins.module_utils._container_service import (
+    CONTROL_CHARACTERS,
     ServiceSpecError,
     gpu_devices,
     ulimit_args,
@@ -26,7 +27,6 @@ from ansible_collections.gpufleet.node.plugins.module_utils._torch_report import
 # Variables whose values never appear in a message.
 SECRETS = frozenset({"jupyter_container_token", "pytorch_image_registry_password"})
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SHA256 = re.compile(r"^sha256:[0-9a-f]{64}$")
 # Debian (epoch:upstream-revision) and EL (version-release) package versions: no spaces, no shell.
 _PACKAGE_VERSION = re.compile(r"^([0-9]+:)?[0-9][A-Za-z0-9.+~_^-]*$")
@@ -109,7 +109,7 @@ class _Checks:
         if not value and not allow_empty:
             self.bad(name, "set (it is empty)", shown=False)
             return None
-        if _CONTROL.search(value):
+        if CONTROL_CHARACTERS.search(value):
             self.bad(name, "one line without control characters (newline, tab, ...)", value)
             return None
         if single_word and re.search(r"\s", value):
@@ -415,7 +415,7 @@ def _check_pytorch_image(c):
                   allow_empty=True)
     c.text("pytorch_image_registry_username", v("pytorch_image_registry_username"), single_word=True)
     password = v("pytorch_image_registry_password")
-    if not isinstance(password, str) or _CONTROL.search(password):
+    if not isinstance(password, str) or CONTROL_CHARACTERS.search(password):
         c.bad("pytorch_image_registry_password", "a string without control characters", shown=False)
     if v("pytorch_image_registry_password") and not v("pytorch_image_registry_username"):
         c.problems.append("pytorch_image_registry_password is set without pytorch_image_registry_username")
@@ -471,7 +471,7 @@ def _check_jupyter(c):
     elif token == "":
         c.problems.append(f"jupyter_container_token is empty: set it from Ansible Vault, at least "
                           f"{minimum or 32} characters")
-    elif re.search(r"\s", token) or _CONTROL.search(token):
+    elif re.search(r"\s", token) or CONTROL_CHARACTERS.search(token):
         c.bad("jupyter_container_token", "one word without whitespace", token)
     elif minimum and len(token) < minimum:
         c.bad("jupyter_container_token", f"at least {minimum} characters (jupyter_container_token_min_length)", token)
@@ -525,7 +525,8 @@ def _check_ssh(c):
                   keys)
             continue
         for key_index, key in enumerate(keys):
-            if not isinstance(key, str) or _CONTROL.search(key.strip()) or not _SSH_KEY.fullmatch(key.strip()):
+            line = key.strip() if isinstance(key, str) else None
+            if line is None or CONTROL_CHARACTERS.search(line) or not _SSH_KEY.fullmatch(line):
                 c.bad(f"{item}.authorized_keys[{key_index}]",
                       "an OpenSSH public key line (ssh-ed25519 AAAA... comment)", key)
     if len(set(map(str, names))) != len(names):
