@@ -568,28 +568,33 @@ def lock_format_problems(lock):
     return c.problems
 
 
+def _set(lock, key):
+    """A key the lock sets: an empty value says nothing (pins left empty follow the lock's)."""
+    return lock.get(key) not in ("", None)
+
+
 def _lock_image(c, lock):
-    if "image_repository" in lock:
+    if _set(lock, "image_repository"):
         c.pattern("gpu_verify_lock.image_repository", lock["image_repository"], _REPOSITORY, "registry/name")
-    if "image_tag" in lock:
+    if _set(lock, "image_tag"):
         c.pattern("gpu_verify_lock.image_tag", lock["image_tag"], _TAG, "an image tag")
     for key in ("image_digest", "image_id"):
-        if key in lock:
+        if _set(lock, key):
             c.pattern(f"gpu_verify_lock.{key}", lock[key], _SHA256, "sha256: followed by 64 hex digits")
 
 
 def _lock_versions(c, lock):
-    if "driver_version" in lock:
+    if _set(lock, "driver_version"):
         c.pattern("gpu_verify_lock.driver_version", lock["driver_version"], re.compile(r"^[0-9]+(\.[0-9]+){1,2}$"),
                   "the loaded driver's version, like 580.95.05")
-    if "toolkit_version" in lock:
+    if _set(lock, "toolkit_version"):
         c.pattern("gpu_verify_lock.toolkit_version", lock["toolkit_version"],
                   re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.~+]+)?$"), "a toolkit version like 1.18.0-1")
     for key in ("torch", "cuda"):
-        if key in lock:
+        if _set(lock, key):
             c.pattern(f"gpu_verify_lock.{key}", lock[key], re.compile(r"^[0-9]+(\.[0-9]+)*([+.a-z0-9]*)$"),
                       "a version string (2.9.1+cu128, \"12.8\")")
-    if "cudnn" in lock:
+    if _set(lock, "cudnn"):
         c.integer("gpu_verify_lock.cudnn", lock["cudnn"], low=1, expected="cuDNN's version number (91002)")
 
 

@@ -214,3 +214,8 @@ def test_the_lock_run_may_find_the_pin_missing_still():
     values = {**defaults(), "pytorch_image_digest": ""}
     assert any("pytorch_image_digest must be sha256:" in p for p in _inputs.problems(values))
     assert _inputs.problems(values, writing_lock=True) == []
+
+
+def test_a_lock_field_left_empty_says_nothing():
+    """The lab's lock templates its fields from the pins; a pin left empty leaves the field empty."""
+    assert check(gpu_verify_lock={"driver_version": "", "image_id": "", "torch": "2.9.1+cu128"}) == []
