@@ -130,7 +130,10 @@ class LookupModule(LookupBase):
                     found.append(undefined_message(name, err))
                 broken.append(name)
             except AnsibleError as err:
-                found.append(f"{name} cannot be templated: {getattr(err, 'message', '') or err}")
+                # a template error may quote the template's text: never a secret's
+                reason = "(the error is not shown: the value is a secret)" if name in SECRETS else (
+                    getattr(err, "message", "") or err)
+                found.append(f"{name} cannot be templated: {reason}")
                 broken.append(name)
 
         for role in roles:
