@@ -3,8 +3,10 @@
 The image is the lab's STAND-IN for pytorch/pytorch (lab/standin/build-workbench-image.sh).
 """
 
+import base64
 import json
 import os
+import secrets
 
 import pytest
 import requests
@@ -174,3 +176,34 @@ def test_build_source_derives_a_labelled_workbench_image_from_the_pin(host, airg
     assert len(built_images(host, repository)) == 2
     host.run(f"docker images -q {repository} | xargs -r docker image rm -f")
     forget_in_registry(lab_registry, "lab/pytorch-workbench-built")
+
+
+def test_the_node_logs_in_for_the_pull_and_keeps_no_password(host, airgapped, playbook, lab_registry, tmp_path):
+    """With registry credentials the node logs in for the pull and out again afterwards: root's
+    ~/.docker/config.json keeps no entry for the registry and no trace of the password. The lab
+    registry asks for no credentials and dockerd logs in to it all the same (STAND-IN for a site
+    registry with accounts: a real one would also refuse a wrong password, which the lab cannot)."""
+    if airgapped:
+        pytest.skip("only the registry node")
+    manifest = requests.head(f"http://{lab_registry}/v2/lab/busybox/manifests/1", timeout=10, headers={
+        "Accept": "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"})
+    digest = manifest.headers["Docker-Content-Digest"]
+    repository = f"{lab_registry}/lab/busybox"
+    host.run(f"docker image rm {repository}@{digest}")
+    password = "lab-" + secrets.token_hex(12)
+    extra = tmp_path / "credentials.yml"   # from a file, as from Vault: -e on the command line is echoed at -vvvv
+    extra.write_text(json.dumps({"pytorch_image_repository": repository, "pytorch_image_digest": digest,
+                                 "pytorch_image_registry_username": "robot",
+                                 "pytorch_image_registry_password": password}))
+    args = ("converge.yml", "--limit", host.backend.get_hostname(), "-e", f"@{extra}")
+    run = playbook(*args)
+    assert run.returncode == 0, run
+    assert "changed: [" in run.task("gpufleet.node.pytorch_image : Log in to the registry"), run
+    assert "changed: [" in run.task("gpufleet.node.pytorch_image : Log out of the registry"), run
+    assert password not in run.stdout
+    config = host.run("cat /root/.docker/config.json").stdout
+    secret = base64.b64encode(f"robot:{password}".encode()).decode()
+    assert password not in config and secret not in config, config
+    assert lab_registry not in json.loads(config or "{}").get("auths", {}), config
+    # The image is there now: nothing to log in for, nothing to log out of.
+    assert playbook(*args).clean
