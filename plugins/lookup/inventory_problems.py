@@ -184,8 +184,6 @@ class LookupModule(LookupBase):
             for name in sorted(variables):
                 if not name.startswith(prefix) or name in every:
                     continue
-                if any(name.startswith(f"{other}_") for other in ROLES if len(other) > len(role)):
-                    continue  # nvidia_container_toolkit_* is not a docker_* typo
                 close = difflib.get_close_matches(name, names[role], n=1)
                 message = (f"{name} is not a variable of gpufleet.node.{role}"
                            + (f" (did you mean {close[0]}?)" if close else "")

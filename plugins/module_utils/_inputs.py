@@ -22,7 +22,11 @@ from ansible_collections.gpufleet.node.plugins.module_utils._container_service i
     gpu_devices,
     ulimit_args,
 )
-from ansible_collections.gpufleet.node.plugins.module_utils._torch_report import fingerprint_lock_problems
+from ansible_collections.gpufleet.node.plugins.module_utils._container_toolkit import ToolkitPinError, check_pin
+from ansible_collections.gpufleet.node.plugins.module_utils._torch_report import (
+    PERFORMANCE_CHECKS,
+    fingerprint_lock_problems,
+)
 
 # Variables whose values never appear in a message.
 SECRETS = frozenset({"jupyter_container_token", "pytorch_image_registry_password"})
@@ -245,9 +249,9 @@ class _Checks:
     def gpus(self, name, value):
         try:
             gpu_devices(value, 10**6)
-        except ServiceSpecError as err:
+        except ServiceSpecError:
             self.bad(name, "all, none, a count or a list of GPU indexes/UUIDs", value)
-            return err
+            return None
         return value
 
     def ulimits(self, name, value):
@@ -379,9 +383,10 @@ def _check_nvidia_driver(c):
 
 def _check_toolkit(c):
     v = c.get
-    c.pattern("nvidia_container_toolkit_version", v("nvidia_container_toolkit_version"),
-              re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+-[0-9A-Za-z.~+]+$"),
-              "a full package version like 1.18.0-1 (never latest)")
+    try:
+        check_pin(v("nvidia_container_toolkit_version"))   # the role's own parser of the pin
+    except ToolkitPinError as err:
+        c.problems.append(f"{err} (never latest)")
     c.url("nvidia_container_toolkit_repo_url", v("nvidia_container_toolkit_repo_url"),
           schemes=("http", "https", "file"))
     c.url("nvidia_container_toolkit_repo_key_url", v("nvidia_container_toolkit_repo_key_url"),
@@ -601,11 +606,12 @@ def _lock_versions(c, lock):
 def _lock_gpus(c, lock):
     if "min_gpus" in lock:
         gpus = lock["min_gpus"]
-        if isinstance(gpus, dict):
+        # per inventory group, as gpu_verify compares it (a host in several: the largest)
+        if not isinstance(gpus, dict):
+            c.bad("gpu_verify_lock.min_gpus", "a mapping of inventory group to a number of GPUs ({hgx: 8})", gpus)
+        else:
             for group, count in gpus.items():
                 c.integer(f"gpu_verify_lock.min_gpus[{group!r}]", count, low=0, expected="a number of GPUs")
-        else:
-            c.integer("gpu_verify_lock.min_gpus", gpus, low=0, expected="a number of GPUs or {group: number}")
     if "min_performance" in lock:
         value = lock["min_performance"]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
@@ -616,11 +622,11 @@ def _lock_gpus(c, lock):
             c.bad("gpu_verify_lock.reference", "a mapping of GPU model to {bf16_tflops, copy_tbps}", reference)
         else:
             for model, figures in reference.items():
-                ok = isinstance(figures, dict) and figures and set(figures) <= {"bf16_tflops", "copy_tbps"} and all(
+                ok = isinstance(figures, dict) and figures and set(figures) <= set(PERFORMANCE_CHECKS.values()) and all(
                     isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in figures.values())
                 if not ok:
-                    c.bad(f"gpu_verify_lock.reference[{model!r}]", "{bf16_tflops: <number>, copy_tbps: <number>}",
-                          figures)
+                    c.bad(f"gpu_verify_lock.reference[{model!r}]",
+                          "numbers above 0 under " + ", ".join(sorted(PERFORMANCE_CHECKS.values())), figures)
 
 
 def _check_node_drain(c):
@@ -669,11 +675,12 @@ def _check_node(c):
     for port, names in sorted(ports.items()):
         if len(names) > 1:
             c.problems.append(f"{' and '.join(names)} are both {port}: two services cannot listen on one port")
-    connection = v("__ansible_port")
-    if v("ssh_container_enabled", True) is not False and connection is not None and \
-            str(v("ssh_container_port")) == str(connection) and v("ssh_container_listen") not in LOOPBACK:
-        c.problems.append(f"ssh_container_port is {connection}, the port Ansible reaches this node on (its own sshd): "
-                          "pick another port (default 2222)")
+    # The node's own sshd: 22, or the port Ansible reaches it on.
+    taken = {"22", str(v("__ansible_port") if v("__ansible_port") is not None else 22)}
+    if v("ssh_container_enabled", True) is not False and str(v("ssh_container_port")) in taken and \
+            v("ssh_container_listen") not in LOOPBACK:
+        c.problems.append(f"ssh_container_port is {v('ssh_container_port')}, the port of the node's own sshd (22, or "
+                          "the one Ansible reaches it on): pick another port (default 2222)")
 
 
 ROLE_CHECKS = {

@@ -82,7 +82,7 @@ CASES = {
     "upgrade batch size": ({"gpufleet_upgrade_serial": 0}, "gpufleet_upgrade_serial must be a number"),
     "site batch size": ({"gpufleet_serial": "all"}, "gpufleet_serial must be a number of nodes"),
     "malformed lock": ({"gpu_verify_lock": {"image_digest": "sha256:123", "min_gpus": "eight"}},
-                       "gpu_verify_lock.min_gpus must be a number of GPUs"),
+                       "gpu_verify_lock.min_gpus must be a mapping of inventory group"),
     "ssh key that is not a key": ({"ssh_container_users": [{"name": "bob", "uid": 2002, "authorized_keys": ["hello"]}]},
                                   "ssh_container_users[0].authorized_keys[0] must be an OpenSSH public key"),
     "type the argument spec catches": ({"docker_live_restore": "sometimes"}, "docker_live_restore"),

@@ -123,7 +123,9 @@ def test_the_documented_defaults_pass():
     ("node_drain_command", ["scontrol", ""], "node_drain_command[1] must be set"),
     # the lock's own fields
     ("gpu_verify_lock", {"image_digest": "sha256:12"}, "gpu_verify_lock.image_digest must be sha256:"),
-    ("gpu_verify_lock", {"min_gpus": "eight"}, "gpu_verify_lock.min_gpus must be a number of GPUs"),
+    ("gpu_verify_lock", {"min_gpus": "eight"}, "gpu_verify_lock.min_gpus must be a mapping of inventory group"),
+    ("gpu_verify_lock", {"min_gpus": 8}, "gpu_verify_lock.min_gpus must be a mapping of inventory group"),
+    ("gpu_verify_lock", {"min_gpus": {"hgx": "eight"}}, "gpu_verify_lock.min_gpus['hgx'] must be a number of GPUs"),
     ("gpu_verify_lock", {"min_performance": 90}, "a fraction above 0"),
     ("gpu_verify_lock", {"reference": {"H100": {"bf16_tflops": "fast"}}}, "gpu_verify_lock.reference['H100']"),
     ("gpu_verify_lock", {"image_digst": DIGEST}, "unknown key 'image_digst'"),
@@ -140,7 +142,9 @@ def test_a_bad_value_is_named_with_what_is_expected(name, value, expected):
 
 @pytest.mark.parametrize(("changes", "expected"), [
     ({"ssh_container_port": 8888}, "jupyter_container_port and ssh_container_port are both 8888"),
-    ({"ssh_container_port": 22}, "the port Ansible reaches this node on"),
+    ({"ssh_container_port": 22}, "the port of the node's own sshd"),
+    ({"ssh_container_port": 22, "__ansible_port": None}, "the port of the node's own sshd"),
+    ({"ssh_container_port": 2200, "__ansible_port": 2200}, "the port of the node's own sshd"),
     ({"docker_daemon_options": {"live-restore": False}}, "which docker_live_restore sets"),
     ({"docker_daemon_options": {"data-root": "/srv/docker"}}, "which docker_data_root sets"),
     ({"docker_daemon_options": {"hosts": ["tcp://0.0.0.0:2375"]}}, "dockerd then refuses to start"),
@@ -189,6 +193,9 @@ def test_an_empty_token_says_where_it_comes_from():
     ("nvidia_driver_version", "3:580.95.05-1.el9"),
     ("docker_distro_version", "20.10.24+dfsg1-1+deb12u1"),
     ("jupyter_container_gpus", [0, "GPU-6a0e3b9c-1d2e-4f5a-8b7c-9d0e1f2a3b4c"]),
+    ("gpu_verify_lock", {"min_gpus": {"hgx": 8, "pcie": 4}, "min_performance": 0.9,
+                         "reference": {"NVIDIA H100 80GB HBM3": {"bf16_tflops": 798, "fp16_tflops": 790,
+                                                                "copy_tbps": 3.0}}}),
     ("ssh_container_gpus", 2),
     ("jupyter_container_memory", "64g"),
     ("ssh_container_cpus", "0.5"),
