@@ -58,6 +58,17 @@ def test_the_quick_start_inventory_passes_the_first_play(inventory):
     assert "UNREACHABLE" in out and rc != 0, out   # the hosts are a closed port: proof the checks let it through
 
 
+def test_a_host_outside_gpu_nodes_needs_none_of_their_settings(inventory, tmp_path):
+    """A Slurm controller in the inventory (node_drain_delegate) carries no token, users or pins."""
+    fresh = tmp_path / "prod"
+    shutil.copytree(inventory, fresh)
+    hosts = (fresh / "hosts.yml").read_text().replace("all:\n", "all:\n  hosts:\n    slurm-head.example.internal:\n", 1)
+    (fresh / "hosts.yml").write_text(hosts)
+    _rc, out = run(fresh, "--tags", "preflight", "-e", '{"node_drain_delegate": "slurm-head.example.internal"}')
+    assert "PLAY [Converge the GPU nodes, batch by batch]" in out, out
+    assert "problem(s) in the inventory" not in out, out
+
+
 # One case per class of bad input; the unit tests of plugins/module_utils/_inputs.py hold the rest.
 CASES = {
     "package version with shell": ({"nvidia_driver_version": "580.95.05-1; curl x | sh"},
