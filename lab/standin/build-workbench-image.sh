@@ -713,9 +713,10 @@ EOF
     -q -d /tmp/dl --index-url $url --trusted-host $PIP_TRUSTED_HOST jupyterlab==$JUPYTERLAB_VERSION && ls /tmp/dl" 2>&1) ||
     die "PyPI index: pip download jupyterlab==$JUPYTERLAB_VERSION in the runtime image failed: $out"
   [[ $out == "jupyterlab-$JUPYTERLAB_VERSION-"*.whl ]] || die "PyPI index: pip downloaded '$out'"
-  curl -fsSL --max-time 10 "$url" | grep -q '<a href="jupyterlab/">' ||
+  # Read whole, then matched: `curl | grep -q` fails under pipefail when grep stops reading first.
+  page=$(curl -fsSL --max-time 10 "$url") && [[ $page == *'<a href="jupyterlab/">'* ]] ||
     die "PyPI index: $url does not list jupyterlab"
-  curl -fsSL --max-time 10 "$url/jupyterlab" | grep -q "jupyterlab-$JUPYTERLAB_VERSION-.*#sha256=" ||
+  page=$(curl -fsSL --max-time 10 "$url/jupyterlab") && grep -q "jupyterlab-$JUPYTERLAB_VERSION-.*#sha256=" <<<"$page" ||
     die "PyPI index: $url/jupyterlab does not link the wheel"
   publish_staged "$PYPI_NAME" "$WWW_DIR/$stage"
 }
