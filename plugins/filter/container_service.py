@@ -11,15 +11,18 @@ from ansible_collections.gpufleet.node.plugins.module_utils._container_service i
     applied_record,
     docker_run_argv,
     gpu_devices,
+    supervised_argv,
     systemd_environment,
     systemd_quote,
 )
 
 
-def container_service_argv(spec, gpu_count=0, cdi=True, gpus_ready=True):
-    """The service's docker run argv; an impossible GPU or ulimit setting fails naming it."""
+def container_service_argv(spec, gpu_count=0, cdi=True, gpus_ready=True, runner=None):
+    """The service's docker run argv (through ``runner`` when given: the unit's ExecStart= line);
+    an impossible GPU or ulimit setting fails naming it."""
     try:
-        return docker_run_argv(dict(spec), int(gpu_count), bool(cdi), bool(gpus_ready))
+        argv = docker_run_argv(dict(spec), int(gpu_count), bool(cdi), bool(gpus_ready))
+        return supervised_argv(argv, runner) if runner else argv
     except ServiceSpecError as exc:
         raise AnsibleFilterError(f"{spec.get('name', 'service')}: {exc}") from exc
 

@@ -138,6 +138,20 @@ def docker_run_argv(spec: dict, gpu_count: int, cdi: bool, gpus_ready: bool = Tr
     return argv
 
 
+def supervised_argv(argv: list[str], runner: str) -> list[str]:
+    """The ExecStart= argv that runs ``argv`` through the container runner (files/container-run).
+
+    The container is labelled with an id of its run line, so that the runner, started again after
+    the docker client lost a restarting dockerd, follows the container live-restore kept only if it
+    was started from this very line; otherwise it replaces it.
+    """
+    run_id = hashlib.sha256("\0".join(argv).encode()).hexdigest()[:20]
+    name = argv[argv.index("--name") + 1]
+    at = argv.index(f"gpufleet.service={name}") + 1
+    labelled = [*argv[:at], "--label", f"gpufleet.run={run_id}", *argv[at:]]
+    return [runner, "start", name, run_id, *labelled]
+
+
 def _refuse_control(text: str, what: str) -> None:
     if _CONTROL.search(text):
         raise ValueError(f"{what}: {text!r} has a control character (newline, tab, ...); a unit file cannot hold it")

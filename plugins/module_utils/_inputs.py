@@ -11,6 +11,8 @@ control characters, relative paths, ``..``, words where numbers go, shell text i
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import json
 import re
@@ -53,6 +55,8 @@ _JUPYTER_BASE_URL = re.compile(r"^/([A-Za-z0-9._~-]+/)*$")
 _SSH_KEY = re.compile(
     r"^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com)"
     r" [A-Za-z0-9+/=]+( .*)?$")
+# RSA keys below this size are refused (NIST SP 800-57: 3072 bits for use beyond 2030).
+SSH_RSA_MIN_BITS = 3072
 _SERIAL = re.compile(r"^([1-9][0-9]*|([1-9][0-9]?|100)%)$")
 _LOG_OPT = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _LOG_DRIVER = re.compile(r"^[a-z0-9][a-z0-9_./:-]*$")
@@ -62,6 +66,7 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
 # daemon.json keys a dedicated variable sets: the option would fight it on every run.
 DAEMON_KEYS_OWNED = {
     "live-restore": "docker_live_restore",
+    "icc": "docker_icc",
     "log-driver": "docker_log_driver",
     "log-opts": "docker_log_opts",
     "exec-opts": "docker_cgroup_driver",
@@ -529,16 +534,58 @@ def _check_ssh(c):
             c.bad(f"{item}.authorized_keys", "a list of OpenSSH public keys (a user without keys could never log in)",
                   keys)
             continue
-        for key_index, key in enumerate(keys):
-            line = key.strip() if isinstance(key, str) else None
-            if line is None or CONTROL_CHARACTERS.search(line) or not _SSH_KEY.fullmatch(line):
-                c.bad(f"{item}.authorized_keys[{key_index}]",
-                      "an OpenSSH public key line (ssh-ed25519 AAAA... comment)", key)
+        _check_ssh_keys(c, f"{item}.authorized_keys", keys)
     if len(set(map(str, names))) != len(names):
         c.bad("ssh_container_users", "a list that names each user once", names)
     known = [uid for uid in uids if uid is not None]
     if len(set(known)) != len(known):
         c.bad("ssh_container_users", "a list that gives each user their own uid", known)
+
+
+def _check_ssh_keys(c, name, keys):
+    for key_index, key in enumerate(keys):
+        line = key.strip() if isinstance(key, str) else None
+        if line is None or CONTROL_CHARACTERS.search(line) or not _SSH_KEY.fullmatch(line):
+            c.bad(f"{name}[{key_index}]", "an OpenSSH public key line (ssh-ed25519 AAAA... comment)", key)
+            continue
+        weak = ssh_key_weakness(line)
+        if weak:
+            c.bad(f"{name}[{key_index}]", weak, line.split(" ", 2)[0])
+
+
+def _ssh_fields(blob: bytes) -> list[bytes]:
+    """The length-prefixed fields of an OpenSSH public key blob (RFC 4253 section 6.6)."""
+    fields, at = [], 0
+    while at < len(blob):
+        if at + 4 > len(blob):
+            raise ValueError("truncated")
+        size = int.from_bytes(blob[at:at + 4], "big")
+        at += 4
+        if at + size > len(blob):
+            raise ValueError("truncated")
+        fields.append(blob[at:at + size])
+        at += size
+    return fields
+
+
+def ssh_key_weakness(line: str) -> str:
+    """What is wrong with a well-formed public key line ('' when nothing): a DSA key, an RSA key
+    under SSH_RSA_MIN_BITS, or a key whose data is not the type its line names."""
+    kind, data = line.split(" ", 2)[:2]
+    if kind == "ssh-dss":
+        return "an Ed25519, ECDSA or RSA key (DSA keys are refused by OpenSSH since 7.0 and removed in 9.8)"
+    try:
+        fields = _ssh_fields(base64.b64decode(data, validate=True))
+    except (ValueError, binascii.Error):
+        return "an OpenSSH public key whose data is valid base64 of a key (copy the whole .pub line)"
+    if not fields or fields[0] != kind.encode():
+        return f"a key whose data is the {kind} key its line names (copy the whole .pub line)"
+    if kind == "ssh-rsa":
+        bits = int.from_bytes(fields[2], "big").bit_length() if len(fields) >= 3 else 0
+        if bits < SSH_RSA_MIN_BITS:
+            return (f"an RSA key of at least {SSH_RSA_MIN_BITS} bits (this one has {bits}; "
+                    "make one with ssh-keygen -t ed25519, or -t rsa -b 4096)")
+    return ""
 
 
 def _check_gpu_verify(c):

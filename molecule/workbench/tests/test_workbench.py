@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -60,13 +61,16 @@ def token(host):
     return host.ansible.get_variables()["jupyter_container_token"]
 
 
-def ssh(ip, command, user=USER, key=LAB_KEY, *options):
+def ssh_argv(ip, command, user=USER, key=LAB_KEY, *options):
     """The OpenSSH client, as a user or a CI job would run it (host key not pinned here)."""
-    return subprocess.run(
-        ["ssh", "-p", "2222", "-i", str(key), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-         "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10",
-         *options, f"{user}@{ip}", command],
-        capture_output=True, text=True, timeout=120, check=False)
+    return ["ssh", "-p", "2222", "-i", str(key), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10",
+            *options, f"{user}@{ip}", command]
+
+
+def ssh(ip, command, user=USER, key=LAB_KEY, *options):
+    return subprocess.run(ssh_argv(ip, command, user, key, *options),
+                          capture_output=True, text=True, timeout=120, check=False)
 
 
 def host_key(ip):
@@ -84,6 +88,17 @@ def wait_for_services(host, ip, timeout=180):
         time.sleep(2)
     journal = host.run("journalctl -u gpufleet-ssh -u gpufleet-jupyter -n 60 --no-pager").stdout
     pytest.fail(f"services did not come back within {timeout} s:\n{journal}")
+
+
+def jupyter_api_on_node(host, method, path, token):
+    """(status, JSON body) of a Jupyter REST call made on the node itself, with the token."""
+    script = ("import json, sys, urllib.request, urllib.error\n"
+              f"req = urllib.request.Request('http://127.0.0.1:8888{path}', method='{method}', "
+              f"data=b'{{}}' if '{method}' == 'POST' else None, headers={{'Authorization': 'token {token}'}})\n"
+              "try:\n    r = urllib.request.urlopen(req, timeout=60); print(r.status, r.read().decode() or 'null')\n"
+              "except urllib.error.HTTPError as e:\n    print(e.code, 'null')\n")
+    status, body = host.check_output(f"python3 -c \"{script}\"").split(" ", 1)
+    return int(status), json.loads(body)
 
 
 def jupyter_from_node(host, path, token=None):
@@ -139,6 +154,33 @@ def test_sshd_runs_with_reduced_capabilities_and_never_privileged(host):
         assert container["HostConfig"]["ShmSize"] == 16 * 1024**3
         limits = {u["Name"]: (u["Soft"], u["Hard"]) for u in container["HostConfig"]["Ulimits"]}
         assert limits == {"memlock": (8388608, 8388608), "stack": (67108864, 67108864)}   # lab memlock cap
+
+
+def test_sshd_passes_ssh_audit_with_no_failure(ip):
+    """ssh-audit (PyPI), as a security review would run it: no algorithm it fails, no known CVE."""
+    audit = subprocess.run([str(Path(sys.executable).parent / "ssh-audit"), "--json", "--port", "2222", ip],
+                           capture_output=True, text=True, timeout=120, check=False)
+    report = json.loads(audit.stdout)
+    failed = [(section, entry["algorithm"], entry["notes"]["fail"])
+              for section in ("kex", "key", "enc", "mac") for entry in report[section]
+              if entry.get("notes", {}).get("fail")]
+    assert failed == [] and report["cves"] == [], (failed, report["cves"])
+    assert audit.returncode in (0, 1), audit   # 1: warnings only (README lists them)
+    host_keys = {entry["algorithm"]: entry.get("keysize") for entry in report["key"]}
+    assert "ecdsa-sha2-nistp256" not in host_keys and "ssh-rsa" not in host_keys, host_keys
+    assert all(size >= 3072 for algorithm, size in host_keys.items() if algorithm.startswith("rsa-")), host_keys
+
+
+def test_one_services_container_cannot_reach_anothers_ports(host, ip):
+    """icc is off: from the SSH container, Jupyter's container address does not answer (the node
+    itself still does: that is how the loopback publish reaches it)."""
+    jupyter_ip = host.check_output("docker inspect -f '{{.NetworkSettings.IPAddress}}' gpufleet-jupyter")
+    assert jupyter_ip
+    probe = (f"python3 -c \"import socket; socket.create_connection(('{jupyter_ip}', 8888), timeout=5); "
+             "print('reached')\"")
+    assert host.run(probe).stdout.strip() == "reached"
+    inside = ssh(ip, probe)
+    assert inside.returncode != 0 and "reached" not in inside.stdout, inside
 
 
 # --- Jupyter -----------------------------------------------------------------------------
@@ -255,8 +297,13 @@ def test_workspace_survives_restart_redeploy_and_reboot(host, ip, name, playbook
     try:
         # Redeploy: a changed setting gives a new unit, and the role restarts the service on it.
         ssh_started = host.check_output("docker inspect -f '{{.State.StartedAt}}' gpufleet-ssh")
+        jupyter_started = host.check_output("docker inspect -f '{{.State.StartedAt}}' gpufleet-jupyter")
         run = playbook("converge.yml", "--limit", name, "-e", '{"ssh_container_memory": "2g"}')
         assert run.returncode == 0, run
+        # The run says what it restarts, and leaves the other service alone.
+        assert f"gpufleet-ssh on {name} restarts, ending the processes running in it: its unit changed" in run.stdout
+        assert f"gpufleet-jupyter on {name} restarts" not in run.stdout, run
+        assert host.check_output("docker inspect -f '{{.State.StartedAt}}' gpufleet-jupyter") == jupyter_started
         assert host.check_output("docker inspect -f '{{.HostConfig.Memory}}' gpufleet-ssh") == str(2 * 1024**3)
         assert host.check_output("docker inspect -f '{{.State.StartedAt}}' gpufleet-ssh") != ssh_started
         wait_for_services(host, ip)
@@ -272,6 +319,40 @@ def test_workspace_survives_restart_redeploy_and_reboot(host, ip, name, playbook
         assert host_key(ip) == key_before
     finally:
         back = playbook("converge.yml", "--limit", name)   # back to the scenario's settings
+        assert back.returncode == 0, back
+
+
+def test_running_work_survives_a_dockerd_restart(host, ip, name, playbook, token, only_once):
+    """A daemon.json change restarts dockerd (a new mirror, a toolkit upgrade); with live-restore the
+    services' containers stay, and so do a kernel, a process and an open SSH session started before."""
+    ids = host.check_output("docker inspect -f '{{.Id}}' gpufleet-ssh gpufleet-jupyter")
+    status, kernel = jupyter_api_on_node(host, "POST", "/api/kernels", token)
+    assert status == 201, kernel
+    started = ssh(ip, "nohup sleep 86400 >/dev/null 2>&1 & echo $!")
+    assert started.returncode == 0, started
+    pid = started.stdout.strip()
+    session = subprocess.Popen(ssh_argv(ip, "echo connected; sleep 75; echo still-connected"),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert session.stdout.readline().strip() == "connected"
+        dockerd = host.check_output("systemctl show --property MainPID --value docker")
+        run = playbook("prepare.yml", "--limit", name, "-e", '{"docker_daemon_options": {"max-concurrent-uploads": 3}}')
+        assert run.returncode == 0, run
+        assert host.check_output("systemctl show --property MainPID --value docker") != dockerd   # it restarted
+        time.sleep(8)   # past the units' RestartSec: they have noticed the restart by now
+        wait_for_services(host, ip)
+        assert host.check_output("docker inspect -f '{{.Id}}' gpufleet-ssh gpufleet-jupyter") == ids
+        assert ssh(ip, f"kill -0 {pid}").returncode == 0
+        assert jupyter_api_on_node(host, "GET", f"/api/kernels/{kernel['id']}", token)[0] == 200
+        output, _ = session.communicate(timeout=120)
+        assert session.returncode == 0 and "still-connected" in output, output
+        journal = host.check_output("journalctl --no-pager -u gpufleet-jupyter -u gpufleet-ssh -n 200")
+        assert "kept running while dockerd restarted" in journal
+    finally:
+        session.kill()
+        ssh(ip, f"kill {pid}")
+        jupyter_api_on_node(host, "DELETE", f"/api/kernels/{kernel['id']}", token)
+        back = playbook("prepare.yml", "--limit", name)   # back to the scenario's daemon.json
         assert back.returncode == 0, back
 
 

@@ -9,6 +9,7 @@ from ansible_collections.gpufleet.node.plugins.module_utils._container_service i
     docker_run_argv,
     gpu_args,
     gpu_devices,
+    supervised_argv,
     systemd_environment,
     systemd_quote,
     ulimit_args,
@@ -87,6 +88,20 @@ def test_run_line_has_everything_and_never_privileged():
     assert "--publish 127.0.0.1:8888:8888" in line
     assert "--volume /etc/gpufleet/jupyter/token:/run/secrets/token:ro" in line
     assert argv[-4:] == [BASE["image"], "jupyter", "lab", "--config=/etc/gpufleet/jupyter_server_config.py"]
+
+
+def test_the_runner_gets_the_run_line_labelled_with_its_own_id():
+    argv = docker_run_argv({**BASE, "memory": "8g"}, gpu_count=0, cdi=True)
+    line = supervised_argv(argv, "/usr/local/libexec/gpufleet/container-run")
+    runner, action, name, run_id = line[:4]
+    assert (runner, action, name) == ("/usr/local/libexec/gpufleet/container-run", "start", BASE["name"])
+    assert line[4:] == [*argv[:argv.index(f"gpufleet.service={BASE['name']}") + 1],
+                        "--label", f"gpufleet.run={run_id}", *argv[argv.index(f"gpufleet.service={BASE['name']}") + 1:]]
+    assert line[4:7] == ["/usr/bin/docker", "run", "--rm"]
+    # The same settings give the same id (a kept container is followed); any change gives another.
+    assert supervised_argv(list(argv), "/r")[3] == run_id
+    other = docker_run_argv({**BASE, "memory": "16g"}, gpu_count=0, cdi=True)
+    assert supervised_argv(other, "/r")[3] != run_id
 
 
 def test_ipc_host_wins_over_shm_size():

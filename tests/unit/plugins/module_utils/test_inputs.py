@@ -1,6 +1,7 @@
 """The inventory checks: every documented default passes, each bad value is named with what is
 expected, a secret's value never reaches a message, and conflicts across roles are refused."""
 
+import base64
 from pathlib import Path
 
 import pytest
@@ -226,3 +227,33 @@ def test_the_lock_run_may_find_the_pin_missing_still():
 def test_a_lock_field_left_empty_says_nothing():
     """The lab's lock templates its fields from the pins; a pin left empty leaves the field empty."""
     assert check(gpu_verify_lock={"driver_version": "", "image_id": "", "torch": "2.9.1+cu128"}) == []
+
+
+def _key_line(kind, *fields):
+    """An OpenSSH public key line built field by field (RFC 4253 section 6.6)."""
+    blob = b"".join(len(f).to_bytes(4, "big") + f for f in (kind.encode(), *fields))
+    return f"{kind} {base64.b64encode(blob).decode()} someone@laptop"
+
+
+def _rsa(bits):
+    modulus = (1 << (bits - 1)) | 1
+    return _key_line("ssh-rsa", (65537).to_bytes(3, "big"), b"\0" + modulus.to_bytes(bits // 8, "big"))
+
+
+@pytest.mark.parametrize(("line", "named"), [
+    (_rsa(2048), "at least 3072 bits (this one has 2048"),
+    (_rsa(1024), "this one has 1024"),
+    (_key_line("ssh-dss", b"p", b"q", b"g", b"y"), "DSA keys are refused"),
+    ("ssh-rsa " + KEY.split()[1] + " x", "the ssh-rsa key its line names"),
+    ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA x", "valid base64 of a key"),
+])
+def test_weak_or_mislabelled_ssh_keys_are_refused_naming_the_key(line, named):
+    problems = check(ssh_container_users=[{"name": "alice", "uid": 2001, "authorized_keys": [KEY, line]}])
+    assert any("ssh_container_users[0].authorized_keys[1]" in p and named in p for p in problems), problems
+
+
+@pytest.mark.parametrize("line", [KEY, _rsa(3072), _rsa(4096),
+                                  _key_line("ecdsa-sha2-nistp256", b"nistp256", b"\x04" + b"\x01" * 64)])
+def test_strong_ssh_keys_pass(line):
+    assert _inputs.ssh_key_weakness(line) == ""
+    assert check(ssh_container_users=[{"name": "alice", "uid": 2001, "authorized_keys": [line]}]) == []
