@@ -59,3 +59,26 @@ def test_release_tarball_installs_without_lab_artifacts(tmp_path):
     install = ["collection", "install", "--offline", "--no-deps", "--force", "-p", str(install_dir), str(tarball)]
     subprocess.run([galaxy, *install], check=True, capture_output=True)
     assert (install_dir / "ansible_collections/gpufleet/node/roles/docker/meta/argument_specs.yml").is_file()
+    # From the installed copy only (run outside the checkout, whose ansible.cfg and collections/
+    # link would resolve the FQCNs instead): a module, a filter and the collection's playbooks.
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    (work / "probe.yml").write_text(
+        "- hosts: localhost\n  gather_facts: false\n  tasks:\n"
+        "    - gpufleet.node.node_state:\n        read: [probe.txt]\n      register: state\n"
+        "    - ansible.builtin.debug:\n"
+        "        msg: \"{{ ['/bin/echo', '100%'] | gpufleet.node.systemd_exec }}"
+        " {{ state | gpufleet.node.node_state_file_content('probe.txt') | trim }}\"\n")
+    (work / "probe.txt").write_text("from-the-tarball\n")
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path),
+           "ANSIBLE_COLLECTIONS_PATH": str(install_dir), "ANSIBLE_CONFIG": str(work / "none.cfg"),
+           "ANSIBLE_NOCOLOR": "1", "ANSIBLE_PYTHON_INTERPRETER": sys.executable}
+    playbook = Path(sys.executable).parent / "ansible-playbook"
+    run = subprocess.run([playbook, "-i", "localhost,", "-c", "local", "probe.yml"], cwd=work, env=env,
+                         capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert '"msg": "/bin/echo \\"100%%\\" from-the-tarball"' in run.stdout, run.stdout
+    for name in ("gpufleet.node.site", "gpufleet.node.verify", "gpufleet.node.upgrade_driver"):
+        check = subprocess.run([playbook, "-i", "localhost,", name, "--syntax-check"], cwd=work, env=env,
+                               capture_output=True, text=True, check=False)
+        assert check.returncode == 0, (name, check.stdout + check.stderr)
