@@ -30,7 +30,7 @@ def main() -> int:
         return 2
     device = "cuda:0" if torch.cuda.is_available() else "cpu"
     totals, shas = [], set()
-    for _ in range(repeat):
+    for _run in range(repeat):
         start = time.monotonic()
         run = {dtype: probe.fingerprint(torch, device, dtype)["sha256"] for dtype in probe.FINGERPRINT_DTYPES}
         totals.append(time.monotonic() - start)

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Lab helpers for pushing to the lab registry (plain HTTP on the docker0 address).
 
     registry_relay.py trusts HOST:PORT   < `docker info --format '{{json .RegistryConfig}}'`
@@ -45,7 +44,7 @@ def relay(host: str, port: int, local_port: int) -> None:
 
     def serve() -> None:
         while True:
-            client, _ = server.accept()
+            client, _address = server.accept()
             upstream = socket.create_connection((host, port))
             threading.Thread(target=_pipe, args=(client, upstream), daemon=True).start()
             threading.Thread(target=_pipe, args=(upstream, client), daemon=True).start()

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The project's test command (`make test`, called by .ci/run). On a fresh Debian 12
 # machine as root it installs what it needs, then runs, in order: yamllint,
-# ansible-lint (production profile), ruff, unit tests, and every Molecule scenario.
+# ansible-lint (production profile), ruff, unit tests (and the controller-side ones again on
+# ansible-core 2.17, the oldest the collection claims), ansible-test sanity on the repository
+# and on the release tarball, and every Molecule scenario.
 # Each stage's wall time is printed, and a summary at the end.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-STAGES=${TEST_STAGES:-"setup lint unit molecule"}
+STAGES=${TEST_STAGES:-"setup lint unit sanity molecule"}
 # nvidia_driver first: it commits its converged node as a driver-installed node image, which
 # the default scenario starts from (lab/lab.sh node-image) instead of building DKMS again.
 SCENARIOS=${MOLECULE_SCENARIOS:-$(for f in molecule/*/molecule.yml; do basename "$(dirname "$f")"; done |
@@ -75,6 +77,10 @@ if wants lint; then
 fi
 if wants unit; then
   stage "unit tests (pytest)" pytest tests/unit
+  stage "controller tests on ansible-core 2.17" bash tests/oldest/run.sh
+fi
+if wants sanity; then
+  stage "ansible-test sanity (repo, tarball)" bash tests/sanity/run.sh
 fi
 if wants molecule; then
   for scenario in $SCENARIOS; do

@@ -128,7 +128,10 @@ EOF
 install_script() {
   local src=$FILES/$1 root=$2 dest=$3 version=$4
   mkdir -p "$root/$(dirname "$dest")"
-  sed -e "s/@UPSTREAM_VERSION@/${version%-*}/g" -e "s/@VERSION@/$version/g" "$src" >"$root/$dest"
+  # A Python script's `#!/usr/bin/env python` becomes /usr/bin/python3, as dh_python3 does in a
+  # real package build: Debian nodes have python3 and no `python`.
+  sed -e "s/@UPSTREAM_VERSION@/${version%-*}/g" -e "s/@VERSION@/$version/g" \
+    -e '1s|^#!/usr/bin/env python$|#!/usr/bin/python3|' "$src" >"$root/$dest"
   chmod 0755 "$root/$dest"
 }
 

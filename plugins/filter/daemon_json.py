@@ -12,6 +12,13 @@ from ansible_collections.gpufleet.node.plugins.module_utils._daemon_json import 
     render_daemon_json,
 )
 
+try:
+    # ansible-core < 2.19 turns a templated string that looks like JSON back into a dict (and the
+    # copy module then writes it compact); text of this type is kept as it is.
+    from ansible.utils.native_jinja import NativeJinjaText as _Text
+except ImportError:   # 2.19+ keeps strings as they are
+    _Text = str
+
 
 def daemon_json_merge(current, managed=None, options=None, fragments=None):
     """Merge ``managed``, ``options`` and the named ``fragments`` over ``current`` (text or dict)."""
@@ -24,7 +31,7 @@ def daemon_json_merge(current, managed=None, options=None, fragments=None):
 
 def daemon_json_render(data):
     """Render merged settings as stable, sorted JSON text."""
-    return render_daemon_json(data)
+    return _Text(render_daemon_json(data))
 
 
 class FilterModule:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 name: inventory_problems
-author: gpufleet.node contributors
+author:
+  - gpufleet.node maintainers (!UNKNOWN)
 version_added: "0.1.0"
 short_description: Check every gpufleet.node variable of a host for its format, before any change
 description:

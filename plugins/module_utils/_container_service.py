@@ -103,7 +103,9 @@ def docker_run_argv(spec: dict, gpu_count: int, cdi: bool, gpus_ready: bool = Tr
     driver is installed but not loaded yet) none are handed over, or the container could not start.
     """
     name = spec["name"]
-    argv = [spec.get("docker", "/usr/bin/docker"), "run", "--rm", "--name", name,
+    # No --rm: Docker before 25 (Debian 12's 20.10, moby#46308) removes --rm containers when dockerd
+    # restarts, live-restore or not. The runner (files/container-run) removes a stopped one instead.
+    argv = [spec.get("docker", "/usr/bin/docker"), "run", "--name", name,
             "--pull", "never", "--init", "--label", f"gpufleet.service={name}"]
     if spec.get("hostname"):
         argv += ["--hostname", spec["hostname"]]

@@ -30,7 +30,7 @@ def parse_packages_index(text):
         fields = {}
         for line in paragraph.splitlines():
             if ":" in line and not line.startswith((" ", "\t")):
-                key, _, value = line.partition(":")
+                key, _sep, value = line.partition(":")
                 fields[key.strip()] = value.strip()
         if "Package" in fields and "Version" in fields:
             versions.setdefault(fields["Package"], set()).add(fields["Version"])

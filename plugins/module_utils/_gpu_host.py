@@ -399,7 +399,7 @@ def main_driver_package(manager, packages):
     cuda_drivers = sorted(name for name in packages if re.match(r"^cuda-drivers(-\d+)?$", name))
     kmods = sorted(name for name in packages if name.startswith("kmod-nvidia"))
     if manager == "dpkg":
-        candidates = [name for _, name in reversed(ubuntu)] + ["nvidia-driver", "nvidia-open", *cuda_drivers]
+        candidates = [name for _series, name in reversed(ubuntu)] + ["nvidia-driver", "nvidia-open", *cuda_drivers]
     elif manager == "rpm":
         candidates = ["nvidia-open", *cuda_drivers, "nvidia-driver", *kmods]
     else:

@@ -198,7 +198,7 @@ class _Checks:
             return value
         except ValueError:
             pass
-        host, _, port = value.rpartition(":") if not value.endswith("]") else (value, "", "")
+        host, _sep, port = value.rpartition(":") if not value.endswith("]") else (value, "", "")
         if not host:
             host, port = value, ""
         host = host.strip("[]")
@@ -454,7 +454,9 @@ def _check_pytorch_image(c):
 
 def _check_service(c, role, home_var):
     """What jupyter_container and ssh_container share: name, address, port, ids, mounts, limits."""
-    v = lambda name: c.get(f"{role}_{name}")  # noqa: E731
+    def v(name):
+        return c.get(f"{role}_{name}")
+
     c.pattern(f"{role}_name", v("name"), _CONTAINER_NAME,
               "a container and unit name (letters, digits, _ . -, starting with a letter or digit)")
     c.image(f"{role}_image", v("image"))

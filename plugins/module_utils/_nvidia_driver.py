@@ -245,7 +245,7 @@ def reboot_decision(policy, host, installed_version, changed):
     if host.get("gpu_count", 0) == 0:
         return False, "no NVIDIA GPU on this host: nothing would load the module"
     loaded = module.get("version")
-    wanted = str(installed_version).split(":")[-1].split("-")[0]
+    wanted = str(installed_version).rsplit(":", maxsplit=1)[-1].split("-")[0]
     if not module.get("loaded") or not loaded:
         return True, f"driver {wanted} is installed but no NVIDIA module is loaded"
     if loaded != wanted:

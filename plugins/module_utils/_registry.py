@@ -128,7 +128,7 @@ def token_url(www_authenticate, registry, repository, credentials, token_hosts=(
     challenges = parse_challenges(header)
     bearer = next((params for scheme, params in challenges if scheme == "bearer"), None)
     if bearer is None:
-        schemes = ", ".join(sorted({scheme for scheme, _ in challenges}))
+        schemes = ", ".join(sorted({scheme for scheme, _params in challenges}))
         raise ValueError(
             f"the registry {registry} answered WWW-Authenticate: {header!r} ({schemes}): not a Bearer token "
             "challenge; only a registry that hands out pull tokens (Bearer realm=...) can be locked"

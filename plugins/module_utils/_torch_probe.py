@@ -39,11 +39,11 @@ FINGERPRINT_DTYPES = ("float32", "bfloat16")
 
 def _timed(torch, fn, repeats, warmup=3):
     """Median seconds of fn() on the current CUDA device, timed with device events."""
-    for _ in range(warmup):
+    for _step in range(warmup):
         fn()
     torch.cuda.synchronize()
     times = []
-    for _ in range(repeats):
+    for _step in range(repeats):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         fn()
@@ -159,7 +159,7 @@ def fingerprint(torch, device, dtype_name):
         inputs, labels = inputs.to(device=device, dtype=dtype), labels.to(device)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
         steps = []
-        for _ in range(FINGERPRINT_STEPS):
+        for _step in range(FINGERPRINT_STEPS):
             optimizer.zero_grad()
             loss = torch.nn.functional.cross_entropy(model(inputs).float(), labels)
             loss.backward()
@@ -260,4 +260,4 @@ def probe(options):
 
 
 if __name__ == "__main__":
-    print(json.dumps(probe(json.loads(sys.argv[1]) if len(sys.argv) > 1 else {})))
+    sys.stdout.write(json.dumps(probe(json.loads(sys.argv[1]) if len(sys.argv) > 1 else {})) + "\n")

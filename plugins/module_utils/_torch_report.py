@@ -171,7 +171,7 @@ def _probe_findings(facts: dict, lock: dict) -> list:
     names = {f"cuda:{d['index']}": d["name"] for d in facts.get("devices", [])}
     fraction = float(lock.get("min_performance", 0) or 0)
     for name, check in sorted(facts.get("checks", {}).items()):
-        kind, _, device = name.partition("@")
+        kind, _sep, device = name.partition("@")
         if "error" in check:
             findings.append(_finding(name, "no error", check["error"], False))
             continue
@@ -290,7 +290,7 @@ def lock_problems(lock: dict, pins: dict) -> list:
     differ("pytorch_image_digest", pins.get("image_digest"), "image_digest", lock.get("image_digest"))
     differ("pytorch_image_repository", pins.get("image_repository"), "image_repository", lock.get("image_repository"))
     differ("pytorch_image_id", pins.get("image_id"), "image_id", lock.get("image_id"))
-    driver = str(pins.get("driver_version") or "").split(":")[-1].split("-")[0]   # 3:580.95.05-1.el9
+    driver = str(pins.get("driver_version") or "").rsplit(":", maxsplit=1)[-1].split("-")[0]   # 3:580.95.05-1.el9
     differ("nvidia_driver_version", driver, "driver_version", lock.get("driver_version"))
     differ("nvidia_container_toolkit_version", pins.get("toolkit_version"), "toolkit_version",
            lock.get("toolkit_version"))
@@ -435,9 +435,9 @@ def _status(row):
 def render_markdown(report: dict) -> str:
     lines = [f"# Fleet report ({report['generated']})", "",
              f"{report['summary']['passed']} of {report['summary']['hosts']} hosts pass.", "",
-             "| " + " | ".join(title for _, title in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+             "| " + " | ".join(title for _key, title in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in report["hosts"]:
-        cells = [_status(row) if key == "passed" else _cell(row[key]) for key, _ in COLUMNS]
+        cells = [_status(row) if key == "passed" else _cell(row[key]) for key, _title in COLUMNS]
         drifted = [c for c, hosts in report["drift"].items() if row["host"] in hosts]
         cells[0] = row["host"] + (f" (drift: {', '.join(drifted)})" if drifted else "")
         lines.append("| " + " | ".join(cells) + " |")
@@ -472,9 +472,9 @@ def render_table(report: dict) -> list:
     """A compact fixed-width table for the end of a run, one line per host."""
     keys = [("host", "host"), ("gpus", "GPUs"), ("driver", "driver"), ("image", "image"), ("torch", "torch"),
             ("tflops_bf16", "bf16"), ("passed", "checks")]
-    rows = [[title for _, title in keys]]
+    rows = [[title for _key, title in keys]]
     for row in report["hosts"]:
-        rows.append([_status(row) if key == "passed" else _cell(row[key]) for key, _ in keys])
+        rows.append([_status(row) if key == "passed" else _cell(row[key]) for key, _title in keys])
     widths = [max(len(r[i]) for r in rows) for i in range(len(keys))]
     return ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r)).rstrip() for r in rows]
 
@@ -491,12 +491,12 @@ small{color:#57606a}"""
 def render_html(report: dict) -> str:
     """One self-contained page: no scripts, no external files."""
     esc = html.escape
-    head = "".join(f"<th>{esc(title)}</th>" for _, title in COLUMNS)
+    head = "".join(f"<th>{esc(title)}</th>" for _key, title in COLUMNS)
     body = []
     for row in report["hosts"]:
         drifted = {c for c, hosts in report["drift"].items() if row["host"] in hosts}
         cells = []
-        for key, _ in COLUMNS:
+        for key, _title in COLUMNS:
             if key == "passed":
                 if row["passed"]:
                     cells.append('<td class="checks"><span class="pass">pass</span></td>')

@@ -21,7 +21,7 @@ description:
     container) nvidia-persistenced is reported as neither active nor enabled.
   - The module never reports a change.
 author:
-  - gpufleet.node maintainers
+  - gpufleet.node maintainers (!UNKNOWN)
 options:
   root:
     description:

@@ -22,7 +22,7 @@ description:
     C(gpufleet.node.node_state_file_ok) filter hashes the wanted content with the same salt.
   - Read-only - never reports a change.
 author:
-  - gpufleet.node maintainers
+  - gpufleet.node maintainers (!UNKNOWN)
 options:
   packages:
     description: Package names to read from dpkg (rpm on EL); names it does not know are left out of the result.

@@ -18,7 +18,7 @@ description:
     NCCL all-reduce across the local GPUs.
   - Read-only - never reports a change, and never touches GPU clocks, power, MIG or persistence settings.
 author:
-  - gpufleet.node maintainers
+  - gpufleet.node maintainers (!UNKNOWN)
 options:
   image:
     description: Image to run the probe in (a digest reference or image ID). Exactly one of O(image) and O(python).

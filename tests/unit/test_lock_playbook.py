@@ -121,7 +121,9 @@ def _lock(tmp_path, server, username):
     lock = tmp_path / "group_vars" / "all" / "gpufleet_lock.yml"
     # No proxy and no netrc: nothing but the fake registry on 127.0.0.1 is ever asked.
     env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
-    env.update(ANSIBLE_NOCOLOR="1", NO_PROXY="*", no_proxy="*", NETRC=str(tmp_path / "no-netrc"))
+    # COLUMNS and the json result format: ansible-core 2.17 wraps long messages otherwise
+    env.update(ANSIBLE_NOCOLOR="1", NO_PROXY="*", no_proxy="*", NETRC=str(tmp_path / "no-netrc"), COLUMNS="1000",
+               ANSIBLE_CALLBACK_RESULT_FORMAT="json")
     proc = subprocess.run(
         [str(PLAYBOOK), "-i", str(inventory), str(ROOT / "playbooks" / "lock.yml"),
          "-e", f"gpufleet_lock_file={lock}", "-e", f"ansible_python_interpreter={sys.executable}"],
@@ -149,8 +151,8 @@ def test_credentials_never_follow_a_realm_the_rule_refuses(tmp_path, fake_regist
     assert "registry credentials are sent only over https" in out, out
     assert "pytorch_image_registry_token_hosts" in out, out
     assert PASSWORD not in out, out
-    assert [(m, p) for m, p, _ in fake_registry.requests] == [("HEAD", "/v2/team/pytorch/manifests/2.9.1-test")]
-    assert not any(p.startswith("/token") or "Authorization" in h for _, p, h in fake_registry.requests)
+    assert [(m, p) for m, p, _headers in fake_registry.requests] == [("HEAD", "/v2/team/pytorch/manifests/2.9.1-test")]
+    assert not any(p.startswith("/token") or "Authorization" in h for _method, p, h in fake_registry.requests)
     assert not lock.exists(), out
 
 
@@ -159,9 +161,9 @@ def test_an_anonymous_read_follows_the_http_realm_and_writes_the_lock(tmp_path, 
     proc, out, lock = _lock(tmp_path, fake_registry, username="")
     assert proc.returncode == 0, out
     token_requests = [(p, h) for m, p, h in fake_registry.requests if m == "GET"]
-    assert [p for p, _ in token_requests] == ["/token?service=x&scope=repository%3Ateam/pytorch%3Apull"]
+    assert [p for p, _headers in token_requests] == ["/token?service=x&scope=repository%3Ateam/pytorch%3Apull"]
     assert "Authorization" not in token_requests[0][1]
-    heads = [h.get("Authorization") for m, _, h in fake_registry.requests if m == "HEAD"]
+    heads = [h.get("Authorization") for m, _path, h in fake_registry.requests if m == "HEAD"]
     assert heads == [None, "Bearer t"]
     written = yaml.safe_load(lock.read_text())["gpu_verify_lock"]
     assert written == {"image_repository": f"127.0.0.1:{fake_registry.server_port}/team/pytorch",

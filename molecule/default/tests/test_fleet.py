@@ -75,7 +75,7 @@ def site_in_batches(playbook, inventory, report_dir, serial, max_fail):
 
 
 def test_a_failed_node_stops_the_next_batches_and_the_report_says_why(only_once, playbook, bad_pin_on_first_node,
-                                                                       tmp_path):
+                                                                      tmp_path):
     run = site_in_batches(playbook, bad_pin_on_first_node, tmp_path, serial=1, max_fail=0)
     assert run.returncode != 0, run
     rows = report(tmp_path)

@@ -52,7 +52,7 @@ def docker_inspect(host, container):
 def in_container(host, container, command):
     """Run a command in a running container's namespaces, as docker exec would (waiting for the
     container to run: a unit restarted by a converge may still be starting it)."""
-    for _ in range(60):
+    for _attempt in range(60):
         state = host.run(f"docker inspect -f '{{{{.State.Running}}}} {{{{.State.Pid}}}}' {container}").stdout.split()
         if state and state[0] == "true":
             break
@@ -167,7 +167,7 @@ def test_a_broken_hand_over_stops_the_services_and_verify_names_it(playbook, hos
     try:
         host.run("systemctl restart gpufleet-ssh")
         journal = ""
-        for _ in range(30):
+        for _attempt in range(30):
             journal = host.run(f"journalctl -u gpufleet-ssh --since @{since} --no-pager").stdout
             if refusal in journal:
                 break
@@ -186,7 +186,7 @@ def test_a_broken_hand_over_stops_the_services_and_verify_names_it(playbook, hos
     finally:
         repair = playbook("converge.yml", "--limit", name, *SKIP_DRIVER)
     assert repair.returncode == 0, repair
-    for _ in range(30):   # sshd back in its container
+    for _attempt in range(30):   # sshd back in its container
         login = ssh(host, "nvidia-smi -L")
         if login.returncode == 0:
             break

@@ -22,8 +22,8 @@ def running(image_id):
     return [{"item": "gpufleet-jupyter", "exists": True, "container": {"Image": image_id}}]
 
 
-def images_of(image, base=BASE):
-    return FILTERS["gpu_verify_images"](running(image["Id"]), [image], image["Id"], [base] if base else [])
+def images_of(image, bases=(BASE,)):
+    return FILTERS["gpu_verify_images"](running(image["Id"]), [image], image["Id"], list(bases))
 
 
 @pytest.mark.parametrize(("image", "base", "from_base"), [
@@ -34,7 +34,7 @@ def images_of(image, base=BASE):
     (built(["sha256:l1", "sha256:l2", "sha256:l3"]), None, False),
 ])
 def test_a_built_image_is_from_the_pin_only_when_it_carries_the_bases_layers(image, base, from_base):
-    found = images_of(image, base)
+    found = images_of(image, [base] if base else [])
     assert set(found) == {"gpufleet-jupyter", "probe"}
     assert found["probe"]["base"] == BASE_REF
     assert found["probe"]["from_base"] is from_base

@@ -78,7 +78,8 @@ def test_run_line_has_everything_and_never_privileged():
         "command": ["jupyter", "lab", "--config=/etc/gpufleet/jupyter_server_config.py"],
     }, gpu_count=8, cdi=True)
     line = " ".join(argv)
-    assert argv[:4] == ["/usr/bin/docker", "run", "--rm", "--name"]
+    assert argv[:3] == ["/usr/bin/docker", "run", "--name"]
+    assert "--rm" not in argv   # Docker < 25 removes --rm containers at a dockerd restart (moby#46308)
     assert "--privileged" not in argv
     assert "--pull never --init" in line
     assert "--user 1000:1000" in line and "--workdir /workspace" in line
@@ -97,7 +98,7 @@ def test_the_runner_gets_the_run_line_labelled_with_its_own_id():
     assert (runner, action, name) == ("/usr/local/libexec/gpufleet/container-run", "start", BASE["name"])
     assert line[4:] == [*argv[:argv.index(f"gpufleet.service={BASE['name']}") + 1],
                         "--label", f"gpufleet.run={run_id}", *argv[argv.index(f"gpufleet.service={BASE['name']}") + 1:]]
-    assert line[4:7] == ["/usr/bin/docker", "run", "--rm"]
+    assert line[4:7] == ["/usr/bin/docker", "run", "--name"]
     # The same settings give the same id (a kept container is followed); any change gives another.
     assert supervised_argv(list(argv), "/r")[3] == run_id
     other = docker_run_argv({**BASE, "memory": "16g"}, gpu_count=0, cdi=True)

@@ -19,7 +19,7 @@ def index(*pairs):
 
 FULL_1_18 = [("nvidia-container-toolkit", "1.18.0-1"), ("nvidia-container-toolkit-base", "1.18.0-1"),
              ("libnvidia-container-tools", "1.18.0-1"), ("libnvidia-container1", "1.18.0-1")]
-FULL_1_17 = [(name, "1.17.8-1") for name, _ in FULL_1_18]
+FULL_1_17 = [(name, "1.17.8-1") for name, _version in FULL_1_18]
 
 
 def test_parse_packages_index_collects_every_version():

@@ -196,7 +196,7 @@ def test_an_empty_token_says_where_it_comes_from():
     ("jupyter_container_gpus", [0, "GPU-6a0e3b9c-1d2e-4f5a-8b7c-9d0e1f2a3b4c"]),
     ("gpu_verify_lock", {"min_gpus": {"hgx": 8, "pcie": 4}, "min_performance": 0.9,
                          "reference": {"NVIDIA H100 80GB HBM3": {"bf16_tflops": 798, "fp16_tflops": 790,
-                                                                "copy_tbps": 3.0}}}),
+                                                                 "copy_tbps": 3.0}}}),
     ("ssh_container_gpus", 2),
     ("jupyter_container_memory", "64g"),
     ("ssh_container_cpus", "0.5"),

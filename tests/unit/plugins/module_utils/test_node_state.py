@@ -211,7 +211,7 @@ def test_stat_path_never_returns_an_unsalted_hash(tmp_path):
     secret = tmp_path / "token"
     data = b"s3cr3t-jupyter-token\n"
     secret.write_bytes(data)
-    salts = {ns.new_salt() for _ in range(3)}
+    salts = {ns.new_salt() for _call in range(3)}
     assert len(salts) == 3 and all(re.fullmatch("[0-9a-f]{32}", salt) for salt in salts)
     checksums = {ns.stat_path(str(secret), salt, read=read)["checksum"] for salt in salts for read in (False, True)}
     assert len(checksums) == 3  # one per salt, the same whether the content was read or streamed

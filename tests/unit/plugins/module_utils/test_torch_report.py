@@ -267,7 +267,8 @@ def fp(sha, steps=None, kind="cuda", model="NVIDIA H100 80GB HBM3"):
         for dtype, value in shas.items()}}
 
 
-def fleet_row(host, fingerprint, digest=DIGEST, lock=LOCK):
+def fleet_row(host, fingerprint, digest=DIGEST, lock=None):
+    lock = LOCK if lock is None else lock
     facts = {**gpu_facts(), "fingerprint": fingerprint}
     obs = observed(digest)
     return report_row(host, facts, obs, compare(facts, obs, lock, groups=["hgx"]))

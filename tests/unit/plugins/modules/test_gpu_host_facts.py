@@ -2,16 +2,37 @@
 
 Each case under tests/unit/fixtures/gpu_host/ holds ``root/`` (the files the module reads, as
 the host has them) and ``commands/<tool>.{stdout,stderr,rc}`` (what dpkg-query, rpm and
-systemctl printed there).  A tool is "installed" when the case has a file for it.
+systemctl printed there).  A tool is "installed" when the case has a file for it.  The tree
+keeps no name Windows refuses and no symlink (ansible-test sanity's no-illegal-filenames and
+symlinks checks): a ``:`` in a name is written ``%3A`` (``0000%3A07%3A00.0`` is PCI address
+0000:07:00.0), and the host's links are listed in ``symlinks.yml``; ``host_root`` builds the
+tree as the host has it.
 """
 
 import json
+import shutil
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 import yaml
 from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
+
+try:
+    from ansible.module_utils.testing import patch_module_args
+except ImportError:   # ansible-core < 2.19 (the oldest release the collection claims, 2.17)
+    import contextlib
+
+    from ansible.module_utils.common.text.converters import to_bytes
+
+    @contextlib.contextmanager
+    def patch_module_args(args):
+        saved = basic._ANSIBLE_ARGS
+        basic._ANSIBLE_ARGS = to_bytes(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
+        try:
+            yield
+        finally:
+            basic._ANSIBLE_ARGS = saved
 from ansible_collections.gpufleet.node.plugins.module_utils import _gpu_host
 from ansible_collections.gpufleet.node.plugins.module_utils._gpu_host import (
     GPU_MODELS,
@@ -211,10 +232,27 @@ EXPECTED = {
 }
 
 
+def host_root(case, tmp_path):
+    """The case's ``root/`` copied under tmp_path with its real names and its links."""
+    source, root = FIXTURES / case / "root", tmp_path / "root"
+    for path in sorted(source.rglob("*")):
+        target = root / unquote(path.relative_to(source).as_posix())
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+    links = FIXTURES / case / "symlinks.yml"
+    for link, points_to in (yaml.safe_load(links.read_text()) if links.exists() else {}).items():
+        (root / link).parent.mkdir(parents=True, exist_ok=True)
+        (root / link).symlink_to(points_to)
+    return str(root)
+
+
 @pytest.mark.parametrize("case", sorted(EXPECTED))
-def test_fixture_hosts(case):
+def test_fixture_hosts(case, tmp_path):
     host = FakeHost(case=case)
-    assert collect(str(FIXTURES / case / "root"), host.runner, host.which) == EXPECTED[case]
+    assert collect(host_root(case, tmp_path), host.runner, host.which) == EXPECTED[case]
 
 
 def _documented_keys(contains):
@@ -346,7 +384,7 @@ def test_table_spot_checks(device_id, architecture):
 
 def test_table_ids_are_lowercase_sysfs_form():
     assert all(len(key) == 6 and key == key.lower() and key.startswith("0x") for key in GPU_MODELS)
-    assert {arch for _, arch in GPU_MODELS.values()} <= set(_gpu_host.OPEN_MODULES)
+    assert {arch for _name, arch in GPU_MODELS.values()} <= set(_gpu_host.OPEN_MODULES)
 
 
 # ---------------------------------------------------------------- boot, kernel, modules
@@ -594,23 +632,22 @@ def run_module(monkeypatch, capsys, args, commands):
     return exit_info.value.code, json.loads(capsys.readouterr().out), calls
 
 
-def test_module_returns_the_facts_and_never_changes(monkeypatch, capsys):
-    case = FIXTURES / "hgx_h100"
+def test_module_returns_the_facts_and_never_changes(monkeypatch, capsys, tmp_path):
     commands = FakeHost(case="hgx_h100").commands
     code, result, calls = run_module(
-        monkeypatch, capsys, {"root": str(case / "root"), "_ansible_check_mode": True}, commands
+        monkeypatch, capsys, {"root": host_root("hgx_h100", tmp_path), "_ansible_check_mode": True}, commands
     )
     assert code == 0
     assert result["changed"] is False
     assert result["ansible_facts"] == {"gpu_host": EXPECTED["hgx_h100"]}
-    assert {tuple(cmd[:1]) for cmd, _ in calls} == {
+    assert {tuple(cmd[:1]) for cmd, _env in calls} == {
         ("/usr/bin/dpkg-query",), ("/usr/bin/systemctl",), ("/usr/bin/dockerd",)}
-    assert all(env == {"LC_ALL": "C"} for _, env in calls)
+    assert all(env == {"LC_ALL": "C"} for _cmd, env in calls)
 
 
-def test_module_fails_with_the_command_rc_and_stderr(monkeypatch, capsys):
+def test_module_fails_with_the_command_rc_and_stderr(monkeypatch, capsys, tmp_path):
     commands = {"rpm": (1, "", "error: rpmdb: BDB0113 Thread/process 1234/0 failed\n")}
-    code, result, _ = run_module(monkeypatch, capsys, {"root": str(FIXTURES / "no_gpu" / "root")}, commands)
+    code, result, _calls = run_module(monkeypatch, capsys, {"root": host_root("no_gpu", tmp_path)}, commands)
     assert code == 1
     assert result["failed"] is True
     assert result["rc"] == 1
