@@ -5,7 +5,7 @@ VENV := .venv/bin
 LAB_NODES ?= 2
 export LAB_NODES
 
-.PHONY: help lab lab-down lab-status test lint unit molecule verify report-screenshot ee bench
+.PHONY: help lab lab-down lab-status test lint unit sanity molecule verify report-screenshot ee bench
 
 help:
 	@echo "make lab       - build the offline lab ($(LAB_NODES) nodes) and run site.yml on it"
@@ -38,6 +38,9 @@ unit:
 
 molecule:
 	TEST_STAGES="molecule" bash tests/run.sh
+
+sanity:
+	TEST_STAGES="sanity" bash tests/run.sh
 
 verify:
 	$(VENV)/ansible-playbook playbooks/verify.yml -i inventories/lab
