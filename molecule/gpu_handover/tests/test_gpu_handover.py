@@ -164,6 +164,12 @@ def test_a_broken_hand_over_stops_the_services_and_verify_names_it(playbook, hos
                 "d.pop('runtimes'); json.dump(d, open(p, 'w'))\" && systemctl restart docker")
         assert host.run(drop).rc == 0
         check, refusal = "gpu hand-over (nvidia runtime)", "Unknown runtime specified nvidia"
+        # The running container outlives that dockerd restart (live-restore) and the unit follows
+        # it again; only the deliberate restart below makes the engine start a new one.
+        for _attempt in range(30):
+            if "following it again" in host.run(f"journalctl -u gpufleet-ssh --since @{since} --no-pager").stdout:
+                break
+            time.sleep(1)
     try:
         host.run("systemctl restart gpufleet-ssh")
         journal = ""
