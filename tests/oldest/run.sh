@@ -14,6 +14,6 @@ if [[ ! -x $venv/bin/python || ! -f $venv/.requirements.sha256 || $(<"$venv/.req
 fi
 "$venv/bin/ansible" --version | head -1
 # The venv's own ansible-playbook comes first on PATH; the tests find it next to sys.executable.
-PATH="$venv/bin:$PATH" exec "$venv/bin/pytest" -q -p no:cacheprovider \
+PATH="$venv/bin:$PATH" exec "$venv/bin/pytest" -q -p no:cacheprovider -n auto --dist loadfile \
   tests/unit/test_bad_input.py tests/unit/test_lock_playbook.py tests/unit/test_collection.py \
-  tests/unit/test_plugin_docs.py tests/unit/plugins/modules/test_node_state_module.py "$@"
+  tests/unit/test_plugin_docs.py tests/unit/test_internal_roles.py tests/unit/plugins/modules/test_node_state_module.py "$@"
