@@ -1,6 +1,7 @@
 """Checks of the collection as a whole: metadata, role APIs, the release tarball."""
 
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -52,12 +53,14 @@ def test_release_tarball_installs_without_lab_artifacts(tmp_path):
         names = tar.getnames()
     assert "roles/docker/tasks/main.yml" in names
     assert "plugins/module_utils/_daemon_json.py" in names
-    not_shipped = {"lab", "molecule", "tests", ".venv", ".ci", "collections", "bench", "build", "fleet-report"}
-    # ansible-test sanity on the tarball reads its ignore files; nothing else of tests/ ships
-    sanity_ignores = re.compile(r"tests(/sanity(/ignore-[0-9.]+\.txt)?)?")
-    leaked = [n for n in names if (n.split("/")[0] in not_shipped and not sanity_ignores.fullmatch(n))
-              or n.startswith("inventories/lab")]
-    assert leaked == []
+    # What ships, and nothing else (a build run in a used checkout sees its logs, venvs and lab
+    # state): ansible-test sanity on the tarball reads its ignore files, so they are all of tests/.
+    shipped = re.compile(r"(MANIFEST\.json|FILES\.json|README\.md|LICENSE|CHANGELOG\.md|requirements\.yml"
+                         r"|site\.yml|meta(/runtime\.yml)?|(roles|plugins|playbooks|changelogs)(/.*)?"
+                         r"|inventories(/example(/.*)?)?|docs(/fleet-report\.png)?"
+                         r"|tests(/sanity(/ignore-[0-9.]+\.txt)?)?)")
+    assert [n for n in names if not shipped.fullmatch(n)] == []
+    assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
     assert "tests/sanity/ignore-2.19.txt" in names
     install_dir = tmp_path / "installed"
     # --force: this checkout is itself on ansible.cfg's collections_path
@@ -87,3 +90,19 @@ def test_release_tarball_installs_without_lab_artifacts(tmp_path):
         check = subprocess.run([playbook, "-i", "localhost,", name, "--syntax-check"], cwd=work, env=env,
                                capture_output=True, text=True, check=False)
         assert check.returncode == 0, (name, check.stdout + check.stderr)
+
+
+def test_changelog_is_what_antsibull_changelog_generates(tmp_path):
+    """CHANGELOG.md is generated (antsibull-changelog) from changelogs/changelog.yaml, whose
+    newest release is galaxy.yml's version; a hand edit, or a release not written back, fails."""
+    changelog = load(ROOT / "changelogs" / "changelog.yaml")
+    version = load(ROOT / "galaxy.yml")["version"]
+    assert version in changelog["releases"], f"galaxy.yml says {version}; changelog.yaml has no such release"
+    shutil.copy(ROOT / "galaxy.yml", tmp_path)
+    shutil.copytree(ROOT / "changelogs", tmp_path / "changelogs")
+    tool = Path(sys.executable).parent / "antsibull-changelog"
+    subprocess.run([tool, "generate"], cwd=tmp_path, check=True, capture_output=True)
+    assert (tmp_path / "CHANGELOG.md").read_text() == (ROOT / "CHANGELOG.md").read_text(), \
+        "CHANGELOG.md differs from `antsibull-changelog generate`: add a fragment, never edit it by hand"
+    lint = subprocess.run([tool, "lint"], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert lint.returncode == 0 and lint.stdout == "", lint.stdout + lint.stderr

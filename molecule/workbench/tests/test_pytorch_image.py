@@ -1,4 +1,6 @@
-"""The pinned image on two lab nodes: one pulls it by digest, one (air-gapped) loads an archive.
+"""The pinned image on the two workbench nodes: wb1 pulls it by digest, wb2 (air-gapped) loads
+an archive. Each re-run is of image.yml, the pytorch_image role alone (a wrong pin must leave the
+running services alone, which this scenario's services show).
 
 The image is the lab's STAND-IN for pytorch/pytorch (lab/standin/build-workbench-image.sh).
 """
@@ -14,6 +16,14 @@ import requests
 DIGEST = os.environ.get("GPUFLEET_LAB_WORKBENCH_DIGEST", "")
 IMAGE_ID = os.environ.get("GPUFLEET_LAB_WORKBENCH_ID", "")
 ZERO = "sha256:" + "0" * 64
+SERVICES = ("gpufleet-jupyter", "gpufleet-ssh")
+
+
+def services_run_the_pin(host):
+    """Both services active, their containers on the pinned image."""
+    for unit in SERVICES:
+        assert host.service(unit).is_running, unit
+        assert host.check_output(f"docker inspect -f '{{{{.Image}}}}' {unit}") == IMAGE_ID, unit
 
 
 @pytest.fixture
@@ -22,8 +32,8 @@ def airgapped(host):
 
 
 def on_this_node(playbook, host, extra):
-    """Re-run converge on this node only, with extra variables."""
-    return playbook("converge.yml", "--limit", host.backend.get_hostname(), "-e", json.dumps(extra))
+    """Re-run the image role (image.yml) on this node only, with extra variables."""
+    return playbook("image.yml", "--limit", host.backend.get_hostname(), "-e", json.dumps(extra))
 
 
 def image(host, ref):
@@ -57,8 +67,8 @@ def test_image_runs_torch(host):
 
 
 def test_converged_nodes_change_nothing_and_check_mode_agrees(playbook):
-    assert playbook("converge.yml").clean
-    run = playbook("converge.yml", "--check", "--diff")
+    assert playbook("image.yml").clean
+    run = playbook("image.yml", "--check", "--diff")
     assert run.clean, run
 
 
@@ -75,6 +85,7 @@ def test_wrong_archive_fails_and_running_service_keeps_its_image(host, airgapped
         probe = json.loads(host.check_output("docker inspect gpufleet-image-probe"))[0]
         assert probe["State"]["Running"] is True
         assert probe["Image"] == IMAGE_ID
+        services_run_the_pin(host)
     finally:
         host.run("docker rm -f gpufleet-image-probe")
         host.run("rm -f /var/lib/gpufleet/images/" + "0" * 64 + ".tar")
@@ -88,6 +99,7 @@ def test_digest_the_registry_does_not_have_fails(host, airgapped, playbook):
     assert "manifest unknown" in run.stdout or "not found" in run.stdout, run
     assert run.unchanged, run
     assert image(host, IMAGE_ID) is not None
+    services_run_the_pin(host)
 
 
 @pytest.mark.parametrize(
@@ -195,7 +207,7 @@ def test_the_node_logs_in_for_the_pull_and_keeps_no_password(host, airgapped, pl
     extra.write_text(json.dumps({"pytorch_image_repository": repository, "pytorch_image_digest": digest,
                                  "pytorch_image_registry_username": "robot",
                                  "pytorch_image_registry_password": password}))
-    args = ("converge.yml", "--limit", host.backend.get_hostname(), "-e", f"@{extra}")
+    args = ("image.yml", "--limit", host.backend.get_hostname(), "-e", f"@{extra}")
     run = playbook(*args)
     assert run.returncode == 0, run
     assert "changed: [" in run.task("gpufleet.node.pytorch_image : Log in to the registry"), run
