@@ -8,7 +8,7 @@ DOCUMENTATION = r"""
 name: inventory_problems
 author:
   - gpufleet.node maintainers (!UNKNOWN)
-version_added: "0.1.0"
+version_added: "1.0.0"
 short_description: Check every gpufleet.node variable of a host for its format, before any change
 description:
   - Takes each public variable of the collection's roles as the host sees it (inventory, extra

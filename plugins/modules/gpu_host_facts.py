@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: gpu_host_facts
 short_description: Return facts about a host's NVIDIA GPUs, driver and boot state
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - Reads the host without changing it and returns everything under C(ansible_facts['gpu_host']).
   - NVIDIA GPUs and NVSwitches come from C(/sys/bus/pci/devices), so they are seen whether or not a

@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: node_state
 short_description: Read packages, files and systemd units of a node in one call
-version_added: 0.3.0
+version_added: 1.0.0
 description:
   - Reads, in one module call, what a role's tasks would otherwise each read for themselves - the version,
     install state and hold of packages (one C(dpkg-query)), the type, mode, owner, group and a salted checksum

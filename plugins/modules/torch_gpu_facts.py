@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: torch_gpu_facts
 short_description: Run a torch probe on the host, inside the pinned image or with a host Python, and return facts
-version_added: 0.2.0
+version_added: 1.0.0
 description:
   - Runs the collection's torch probe (C(plugins/module_utils/_torch_probe.py), torch and the standard library
     only) inside an image with C(docker run --rm -i) and the GPUs given, or with a Python interpreter of the host.
