@@ -120,9 +120,9 @@ scenario_run() {
 # scenarios share nothing but the lab's registry, web server and images (each has its own nodes
 # and Molecule state). nvidia_driver and default stay in the first lane, in that order (the
 # committed node image); the rest go to the lane with the least work so far, by the weights
-# below (their relative length in CI, 2026-12-02).
-declare -A WEIGHT=([nvidia_driver]=5 [default]=12 [workbench]=15 [gpu_handover]=9
-  [docker]=3 [nvidia_container_toolkit]=3 [node_drain]=1)
+# below (their relative length when two lanes share the 2-core machine, 2026-12-02).
+declare -A WEIGHT=([nvidia_driver]=6 [default]=17 [workbench]=10 [gpu_handover]=9
+  [docker]=2 [nvidia_container_toolkit]=3 [node_drain]=1)
 molecule_lanes() {
   local lanes=${MOLECULE_LANES:-2} i best scenario
   local -a lane load pids

@@ -370,7 +370,7 @@ def test_unchanged_settings_do_not_restart_anything(host, playbook, only_once):
 
 def test_digest_mismatch_fails_and_the_services_keep_running(host, ip, name, airgapped, playbook):
     if airgapped:
-        pytest.skip("the registry node (the archive mismatch is tested in the pytorch_image scenario)")
+        pytest.skip("the registry node (the archive mismatch: test_pytorch_image.py)")
     before = host.check_output("docker inspect -f '{{.Id}} {{.Image}}' gpufleet-ssh gpufleet-jupyter")
     unit = host.file("/etc/systemd/system/gpufleet-ssh.service").sha256sum
     run = playbook("converge.yml", "--limit", name, "-e", json.dumps({"pytorch_image_digest": "sha256:" + "1" * 64}))
